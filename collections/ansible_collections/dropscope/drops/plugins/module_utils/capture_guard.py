@@ -1,0 +1,192 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A capture that cleans up on every exit path, including SIGKILL of the module itself.
+
+`CaptureGuard` forks a small guardian process in its own session before any tracer starts. The
+module tells it, through a pipe, which process groups it started. The guardian stops them and removes
+the capture's temporary directory when either happens first:
+
+- the pipe reaches end-of-file: the module finished, failed, was killed (even with SIGKILL) or lost
+  its SSH connection and died; the kernel closes the pipe in every case;
+- the hard deadline passes while the module is still alive: a wedged capture is stopped by itself.
+
+Process groups are registered before they can do anything and unregistered before they are reaped,
+so the guardian never signals a process group id that the kernel could have reused.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+# How long a stopped process group gets between SIGTERM and SIGKILL.
+TERM_GRACE_S = 1.0
+# How often the module polls a child it waits for (without reaping it).
+POLL_S = 0.05
+
+
+def _kill_group(pgid, grace=TERM_GRACE_S):
+    """SIGTERM a process group, then SIGKILL whatever is left of it after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                return
+            raise
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            try:
+                os.killpg(pgid, 0)
+            except OSError:
+                return
+            time.sleep(0.02)
+
+
+def _guardian(read_fd, tmpdir, deadline):
+    """Body of the guardian process: wait for EOF or the deadline, then stop groups and remove tmpdir."""
+    groups = set()
+    buffered = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        ready, _, _ = select.select([read_fd], [], [], remaining)
+        if not ready:
+            break
+        chunk = os.read(read_fd, 4096)
+        if not chunk:
+            break
+        buffered += chunk
+        while b"\n" in buffered:
+            line, buffered = buffered.split(b"\n", 1)
+            if line.startswith(b"+"):
+                groups.add(int(line[1:]))
+            elif line.startswith(b"-"):
+                groups.discard(int(line[1:]))
+    for pgid in groups:
+        try:
+            _kill_group(pgid)
+        except OSError:
+            pass
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class CaptureGuard:
+    """Owns a capture's temporary directory and child processes; see the module docstring.
+
+    Use as a context manager::
+
+        with CaptureGuard(deadline_s=70) as guard:
+            proc = guard.start(["perf", "record", ...])
+            guard.wait(proc, timeout=12)
+    """
+
+    def __init__(self, deadline_s, prefix="dropscope-capture-", tmp_root=None):
+        self.deadline = time.monotonic() + deadline_s
+        self.tmpdir = tempfile.mkdtemp(prefix=prefix, dir=tmp_root)
+        self._write_fd = None
+        self._guardian_pid = None
+        self._children = []
+
+    def __enter__(self):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # guardian
+            try:
+                os.close(write_fd)
+                os.setsid()
+                # Let go of the module's stdin/stdout/stderr: the SSH channel must not wait for us.
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                _guardian(read_fd, self.tmpdir, self.deadline)
+            finally:
+                os._exit(0)
+        os.close(read_fd)
+        self._write_fd = write_fd
+        self._guardian_pid = pid
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+    def _tell(self, message):
+        os.write(self._write_fd, message.encode("ascii") + b"\n")
+
+    def path(self, name):
+        return os.path.join(self.tmpdir, name)
+
+    def remaining(self):
+        return self.deadline - time.monotonic()
+
+    def start(self, argv, stdout=None, stderr=None):
+        """Start argv in its own process group (never through a shell) and register that group."""
+        # Registered right after exec; a module killed inside that window leaves at most a capture
+        # that ends by itself (perf's workload is `sleep DURATION`).
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                start_new_session=True, close_fds=True)
+        self._tell("+%d" % proc.pid)
+        self._children.append(proc)
+        return proc
+
+    def wait(self, proc, timeout, stop_signal=signal.SIGINT, stop_grace=10.0):
+        """Wait up to `timeout` s for proc; past that send `stop_signal`, then kill. Returns (rc, stopped)."""
+        end = min(time.monotonic() + timeout, self.deadline)
+        stopped = False
+        while not self._exited(proc):
+            if time.monotonic() >= end:
+                if stopped:
+                    _kill_group(proc.pid, grace=0.5)
+                    break
+                stopped = True
+                try:
+                    os.killpg(proc.pid, stop_signal)
+                except OSError:
+                    pass
+                end = min(time.monotonic() + stop_grace, self.deadline + TERM_GRACE_S)
+            time.sleep(POLL_S)
+        self._release(proc)
+        return proc.wait(), stopped
+
+    def _exited(self, proc):
+        """True once proc has exited, without reaping it (its pid, and so its group id, stay taken)."""
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def _release(self, proc):
+        """Unregister proc's group; called while proc is still unreaped, so its group id is not reused."""
+        if proc in self._children:
+            self._children.remove(proc)
+            self._tell("-%d" % proc.pid)
+
+    def close(self):
+        """Stop every child still running, remove the temporary directory, release the guardian."""
+        for proc in list(self._children):
+            if not self._exited(proc):
+                _kill_group(proc.pid, grace=0.5)
+            self._release(proc)
+            proc.wait()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        if self._guardian_pid is not None:
+            try:
+                os.waitpid(self._guardian_pid, 0)
+            except ChildProcessError:
+                pass
+            self._guardian_pid = None

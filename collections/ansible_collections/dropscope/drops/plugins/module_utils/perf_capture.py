@@ -1,0 +1,138 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The `perf` capture backend: `perf record -a -e skb:kfree_skb`, aggregated on the host.
+
+The raw `perf script` text never leaves the host: it is streamed line by line into a bounded
+aggregator, and only counts by reason × location × protocol (and top stacks) are returned.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import subprocess
+import time
+
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
+    aggregate_perf_script,
+    parse_tracepoint_format,
+)
+
+SCHEMA_VERSION = 1
+
+FORMAT_PATHS = (
+    "/sys/kernel/tracing/events/skb/kfree_skb/format",
+    "/sys/kernel/debug/tracing/events/skb/kfree_skb/format",
+)
+
+# perf record's line when --max-size stops it:
+#   [ perf record: perf size limit reached (262144 KB), stopping session ]
+_SIZE_LIMIT = "size limit reached"
+
+# Seconds that perf gets beyond the capture to stop and write its file, and to print its script.
+RECORD_GRACE_S = 15
+
+
+def read_reason_names(read_text):
+    """Reason names from the host's own tracepoint format (enum values differ between kernels)."""
+    for path in FORMAT_PATHS:
+        try:
+            return parse_tracepoint_format(read_text(path))
+        except (IOError, OSError):
+            continue
+    return {"fields": [], "reasons": {}}
+
+
+def record_command(perf, sleep, output, duration, stacks=False, max_size_mb=256):
+    """The `perf record` argument list: whole system, one tracepoint, its own deadline via `sleep`."""
+    argv = [perf, "record", "-a", "-e", "skb:kfree_skb"]
+    if stacks:
+        argv.append("-g")
+    argv += ["--max-size", "%dM" % max_size_mb, "-o", output, "--", sleep, str(duration)]
+    return argv
+
+
+def script_command(perf, data, stacks=False):
+    """The `perf script` argument list that prints only what the aggregator reads."""
+    fields = "trace,ip,sym" if stacks else "trace"
+    return [perf, "script", "-i", data, "-F", fields, "--show-lost-events"]
+
+
+def new_capture(duration, stacks, boot_id, netns_inode):
+    """The capture result before anything ran (see docs/run-format.md)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "backend": "perf",
+        "status": "ok",
+        "reason": None,
+        "scope": "kernel",
+        "boot_id": boot_id,
+        "netns_inode": netns_inode,
+        "requested_duration_s": duration,
+        "duration_s": 0.0,
+        "started_wall": None,
+        "stacks_requested": stacks,
+        "command": [],
+        "events": 0,
+        "lost_events": 0,
+        "truncated": False,
+        "drops": [],
+        "other": {"count": 0, "groups": 0},
+        "stacks": [],
+        "reason_names": 0,
+    }
+
+
+def _tail(path, limit=600):
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read()[-limit:].strip()
+    except (IOError, OSError):
+        return ""
+
+
+def run_perf_capture(capture, perf, sleep, duration, stacks=False, top=50, max_size_mb=256,
+                     deadline_s=None, reasons=None, tmp_root=None, env=None):
+    """Record, then aggregate; fills and returns `capture`. Cleans up on every exit path."""
+    if deadline_s is None:
+        deadline_s = duration + 2 * RECORD_GRACE_S + 30
+    with CaptureGuard(deadline_s=deadline_s, tmp_root=tmp_root) as guard:
+        data = guard.path("perf.data")
+        argv = record_command(perf, sleep, data, duration, stacks, max_size_mb)
+        capture["command"] = [arg if arg != data else "perf.data" for arg in argv]
+        with open(guard.path("record.err"), "wb") as err:
+            capture["started_wall"] = time.time()
+            started = time.monotonic()
+            proc = guard.start(argv, stdout=subprocess.DEVNULL, stderr=err)
+            rc, stopped = guard.wait(proc, timeout=duration + RECORD_GRACE_S)
+            capture["duration_s"] = round(time.monotonic() - started, 3)
+        record_err = _tail(guard.path("record.err"))
+        # Stopped by the deadline, or perf's own --max-size: the counts are a lower bound.
+        capture["truncated"] = stopped or _SIZE_LIMIT in record_err
+        if rc != 0 or not os.path.exists(data):
+            capture["status"] = "unavailable" if not os.path.exists(data) else "failed"
+            capture["reason"] = "perf record exited %d: %s" % (rc, record_err or "no message")
+            return capture
+
+        with open(guard.path("script.err"), "wb") as err:
+            script = guard.start(script_command(perf, data, stacks), stdout=subprocess.PIPE, stderr=err)
+            try:
+                lines = (raw.decode("utf-8", "replace") for raw in script.stdout)
+                aggregator, lost = aggregate_perf_script(lines, reasons or {})
+            finally:
+                script.stdout.close()
+                rc, stopped = guard.wait(script, timeout=max(guard.remaining() - 1, 1))
+        capture["truncated"] = capture["truncated"] or stopped
+        if rc != 0:
+            capture["status"] = "failed"
+            capture["reason"] = "perf script exited %d: %s" % (rc, _tail(guard.path("script.err")) or "no message")
+        result = aggregator.result(top=top)
+        capture["events"] = result["events"]
+        capture["drops"] = result["drops"]
+        capture["other"] = result["other"]
+        capture["stacks"] = result["stacks"] if stacks else []
+        capture["lost_events"] = lost
+    return capture

@@ -1,0 +1,168 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Write one diagnose run into a new run directory on the controller (the `run_record` module's logic).
+
+A run directory is built under a hidden temporary name beside its final place and renamed into place
+when every file is written, so a half-written run is never taken for a result, and an existing run
+is never overwritten.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+
+SCHEMA_VERSION = 1
+STAGES = (("before", "snapshot"), ("capture", "capture"), ("after", "snapshot"))
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RunRecordError(Exception):
+    pass
+
+
+def safe_file_name(host, taken):
+    """A file name for `host` that stays inside hosts/, is unique in `taken`, and keeps the name readable.
+
+    >>> safe_file_name("../../etc/x", set())
+    '_._.._etc_x-56da1a2e.json'
+    """
+    name = _UNSAFE.sub("_", host)[:80]
+    if name != host or name.startswith(".") or not name:
+        # The name was changed: add a hash of the real name so two changed names cannot collide.
+        name = "%s-%s" % (name or "host", hashlib.sha256(host.encode("utf-8")).hexdigest()[:8])
+    if name.startswith("."):
+        name = "_" + name[1:]
+    candidate, index = name, 1
+    while candidate.lower() in taken:
+        index += 1
+        candidate = "%s-%d" % (name, index)
+    taken.add(candidate.lower())
+    return candidate + ".json"
+
+
+def _task_error(result):
+    """(status, message) for an Ansible task result that did not succeed, else None."""
+    if not isinstance(result, dict):
+        return None
+    if result.get("unreachable"):
+        return "unreachable", result.get("msg") or "host unreachable"
+    if result.get("failed"):
+        return "failed", result.get("msg") or "task failed"
+    return None
+
+
+def host_record(host, results):
+    """One host's file from the registered results of its three tasks (`before`, `capture`, `after`).
+
+    The first stage that did not succeed sets the status and the error; what came before it is kept.
+    """
+    record = {"schema_version": SCHEMA_VERSION, "kind": "dropscope-host", "host": host,
+              "status": "ok", "error": None, "before": None, "capture": None, "after": None}
+    for stage, key in STAGES:
+        result = results.get(stage)
+        problem = _task_error(result)
+        if problem is not None:
+            record["status"], message = problem
+            record["error"] = "%s: %s" % (stage, message)
+            break
+        if not isinstance(result, dict) or result.get("skipped") or key not in result:
+            record["status"] = "failed"
+            record["error"] = "%s: no result (the task did not run)" % stage
+            break
+        record[stage] = result[key]
+    return record
+
+
+def _write_json(path, document):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1, sort_keys=True, allow_nan=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def playbook_command(pid=None, proc="/proc"):
+    """The command line of the `ansible-playbook` process this module runs under, or None.
+
+    Ansible does not expose its own argv to plays, so it is read from the nearest ancestor process.
+    """
+    pid = pid or os.getpid()
+    for _ in range(32):
+        try:
+            with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
+                argv = [arg.decode("utf-8", "replace") for arg in handle.read().split(b"\0") if arg]
+            with open(os.path.join(proc, str(pid), "stat"), "rb") as handle:
+                ppid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (IOError, OSError, ValueError, IndexError):
+            return None
+        for index, arg in enumerate(argv[:3]):
+            if os.path.basename(arg) == "ansible-playbook":
+                return ["ansible-playbook"] + argv[index + 1:]
+        if ppid <= 1:
+            return None
+        pid = ppid
+    return None
+
+
+def complete_manifest(manifest, now=None):
+    """Add what the controller knows at the end of a run: the command, finish time and duration."""
+    now = time.time() if now is None else now
+    manifest = dict(manifest)
+    if not manifest.get("command"):
+        manifest["command"] = playbook_command()
+    manifest["finished"] = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat()
+    manifest["duration_s"] = None
+    if manifest.get("started"):
+        try:
+            started = datetime.datetime.fromisoformat(manifest["started"]).timestamp()
+            manifest["duration_s"] = round(now - started, 3)
+        except (TypeError, ValueError):
+            pass
+    return manifest
+
+
+def new_run_id(now=None):
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def write_run(runs_dir, run_id, hosts, manifest):
+    """Write manifest.json and hosts/*.json into runs_dir/run_id atomically; returns (run_dir, manifest).
+
+    `hosts` maps inventory host names to their registered results ({"before": …, "capture": …, "after": …}).
+    """
+    if not _RUN_ID.match(run_id):
+        raise RunRecordError("run_id %r may only hold letters, digits, '.', '_' and '-'" % run_id)
+    os.makedirs(runs_dir, exist_ok=True)
+    final = os.path.join(runs_dir, run_id)
+    if os.path.lexists(final):
+        raise RunRecordError("run directory %s already exists; it is never overwritten" % final)
+    building = tempfile.mkdtemp(prefix=".%s.partial-" % run_id, dir=runs_dir)
+    try:
+        os.mkdir(os.path.join(building, "hosts"))
+        taken = set()
+        entries = []
+        for host in sorted(hosts):
+            record = host_record(host, hosts[host] or {})
+            file_name = os.path.join("hosts", safe_file_name(host, taken))
+            _write_json(os.path.join(building, file_name), record)
+            entries.append({"host": host, "file": file_name, "status": record["status"], "error": record["error"]})
+        manifest = dict(manifest, schema_version=SCHEMA_VERSION, kind="dropscope-run", run_id=run_id, hosts=entries)
+        _write_json(os.path.join(building, "manifest.json"), manifest)
+        if os.path.lexists(final):
+            raise RunRecordError("run directory %s appeared while writing; it is never overwritten" % final)
+        os.rename(building, final)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return final, manifest

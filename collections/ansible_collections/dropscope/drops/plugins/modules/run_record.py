@@ -1,0 +1,146 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: run_record
+short_description: Write the results of a dropscope run into a new run directory on the controller
+version_added: 0.1.0
+description:
+  - Takes the registered results of M(dropscope.drops.drop_counters) (before and after) and
+    M(dropscope.drops.drop_capture) of every host of a run and writes them as one JSON file per host
+    plus a C(manifest.json) into a new directory O(runs_dir)/O(run_id).
+  - Each host gets a status (V(ok), V(unreachable) or V(failed)) and the error of the first task that did
+    not succeed; unreachable and failed hosts are recorded, never dropped.
+  - The directory is written under a temporary name and renamed into place when complete, so a
+    half-written run is never taken for a result. An existing run directory is never overwritten.
+  - Host file names are made safe from inventory names (no path separators, no leading dot); the real
+    name is kept inside the file and in the manifest.
+  - Runs where the playbook runs, normally C(localhost) (the controller).
+options:
+  runs_dir:
+    description:
+      - Directory that holds the run directories; created if missing.
+    type: path
+    required: true
+  run_id:
+    description:
+      - Name of the new run directory. Defaults to the UTC time, for example C(20261127T030501Z).
+      - Letters, digits, C(.), C(_) and C(-) only.
+    type: str
+  results:
+    description:
+      - Per inventory host name, a dictionary with the registered results C(before), C(capture) and C(after).
+    type: dict
+    required: true
+  manifest:
+    description:
+      - Extra fields for C(manifest.json), such as C(command), C(inventory), C(parameters), C(started), C(versions).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    description: In check mode nothing is written; the module returns the hosts' statuses it would record.
+  diff_mode:
+    support: none
+    description: No diff is produced.
+  platform:
+    platforms: posix
+    description: Runs on the controller.
+seealso:
+  - module: dropscope.drops.drop_counters
+  - module: dropscope.drops.drop_capture
+author:
+  - dropscope maintainers (@dropscope)
+"""
+
+EXAMPLES = r"""
+- name: Write the run directory
+  dropscope.drops.run_record:
+    runs_dir: "{{ playbook_dir }}/../runs"
+    results:
+      h1:
+        before: "{{ hostvars['h1'].dropscope_before }}"
+        capture: "{{ hostvars['h1'].dropscope_capture }}"
+        after: "{{ hostvars['h1'].dropscope_after }}"
+    manifest:
+      command: "ansible-playbook playbooks/diagnose-drops.yml"
+  delegate_to: localhost
+  run_once: true
+  register: dropscope_run
+"""
+
+RETURN = r"""
+run_dir:
+  description: The run directory that was written (in check mode, the one that would be written).
+  returned: always
+  type: str
+  sample: /home/ops/dropscope/runs/20261127T030501Z
+run_id:
+  description: Name of the run directory.
+  returned: always
+  type: str
+  sample: 20261127T030501Z
+hosts:
+  description: Per host, its status and error as recorded in the manifest.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"host": "h1", "file": "hosts/h1.json", "status": "ok", "error": null}]
+incomplete:
+  description: Names of the hosts whose status is not V(ok).
+  returned: always
+  type: list
+  elements: str
+  sample: ["h2"]
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import (
+    RunRecordError,
+    complete_manifest,
+    host_record,
+    new_run_id,
+    write_run,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            runs_dir=dict(type="path", required=True),
+            run_id=dict(type="str"),
+            results=dict(type="dict", required=True),
+            manifest=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    run_id = params["run_id"] or new_run_id()
+    run_dir = os.path.join(params["runs_dir"], run_id)
+    if module.check_mode:
+        hosts = [dict(host=host, status=record["status"], error=record["error"])
+                 for host, record in ((h, host_record(h, r or {})) for h, r in sorted(params["results"].items()))]
+        module.exit_json(changed=False, run_dir=run_dir, run_id=run_id, hosts=hosts,
+                         incomplete=[h["host"] for h in hosts if h["status"] != "ok"])
+    try:
+        run_dir, manifest = write_run(params["runs_dir"], run_id, params["results"],
+                                      complete_manifest(params["manifest"]))
+    except (RunRecordError, IOError, OSError, ValueError) as exc:
+        module.fail_json(msg="Failed to write run %s: %s" % (run_dir, exc), run_dir=run_dir, run_id=run_id)
+    hosts = manifest["hosts"]
+    module.exit_json(changed=True, run_dir=run_dir, run_id=run_id, hosts=hosts,
+                     incomplete=[h["host"] for h in hosts if h["status"] != "ok"])
+
+
+if __name__ == "__main__":
+    main()

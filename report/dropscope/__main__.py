@@ -1,0 +1,4 @@
+from dropscope.cli import main
+import sys
+
+sys.exit(main())
