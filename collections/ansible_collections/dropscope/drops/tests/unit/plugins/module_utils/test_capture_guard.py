@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The guardian stops what a capture started and removes its files on every exit path (real processes)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ansible_collections.dropscope.drops.plugins.module_utils import capture_guard
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+
+# The directory that holds `ansible_collections/`, for the owner process's import path.
+COLLECTIONS = os.path.abspath(os.path.join(os.path.dirname(capture_guard.__file__), *[".."] * 5))
+
+# A capture owner in its own process: starts `sleep 60` under a guard, reports, then waits to be killed.
+OWNER = """
+import json, sys, time
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+guard = CaptureGuard(deadline_s=float(sys.argv[1])).__enter__()
+proc = guard.start(["sleep", "60"])
+open(guard.path("perf.data"), "w").close()
+print(json.dumps({"child": proc.pid, "tmpdir": guard.tmpdir}), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until(predicate, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _start_owner(deadline_s):
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(deadline_s)], stdout=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    state = json.loads(owner.stdout.readline())
+    assert _alive(state["child"]) and os.path.isdir(state["tmpdir"])
+    return owner, state
+
+
+def test_normal_exit_removes_tmpdir_and_guardian():
+    with CaptureGuard(deadline_s=30) as guard:
+        proc = guard.start(["sleep", "0.2"])
+        rc, stopped = guard.wait(proc, timeout=5)
+        tmpdir = guard.tmpdir
+        guardian = guard._guardian_pid
+        assert (rc, stopped) == (0, False)
+        assert os.path.isdir(tmpdir)
+    assert not os.path.exists(tmpdir)
+    assert not _alive(guardian)
+
+
+def test_wait_stops_a_process_past_its_timeout():
+    with CaptureGuard(deadline_s=30) as guard:
+        proc = guard.start(["sleep", "30"])
+        started = time.monotonic()
+        rc, stopped = guard.wait(proc, timeout=0.3, stop_signal=signal.SIGINT)
+        assert stopped is True
+        assert rc == -signal.SIGINT
+        assert time.monotonic() - started < 5
+        assert not _alive(proc.pid)
+
+
+def test_exception_inside_the_capture_stops_children():
+    try:
+        with CaptureGuard(deadline_s=30) as guard:
+            proc = guard.start(["sleep", "30"])
+            raise RuntimeError("parser blew up")
+    except RuntimeError:
+        pass
+    assert not _alive(proc.pid)
+    assert not os.path.exists(guard.tmpdir)
+
+
+def test_sigkill_of_the_owner_stops_the_capture_and_removes_files():
+    owner, state = _start_owner(deadline_s=60)
+    owner.kill()
+    owner.wait()
+    assert _wait_until(lambda: not _alive(state["child"]), 5), "capture process survived its owner's SIGKILL"
+    assert _wait_until(lambda: not os.path.exists(state["tmpdir"]), 5), "temp dir left after SIGKILL"
+
+
+def test_hard_deadline_stops_a_capture_whose_owner_is_still_alive():
+    owner, state = _start_owner(deadline_s=1)
+    try:
+        assert _wait_until(lambda: not _alive(state["child"]), 6), "capture ran past its hard deadline"
+        assert _wait_until(lambda: not os.path.exists(state["tmpdir"]), 3)
+        assert owner.poll() is None
+    finally:
+        owner.kill()
+        owner.wait()

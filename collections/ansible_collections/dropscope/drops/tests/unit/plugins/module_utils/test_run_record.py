@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import (
+    RunRecordError,
+    complete_manifest,
+    host_record,
+    safe_file_name,
+    write_run,
+)
+
+SNAPSHOT = {"schema_version": 1, "protocols": {"UdpNoPorts": 3}}
+CAPTURE = {"schema_version": 1, "backend": "perf", "drops": []}
+OK = {"before": {"snapshot": SNAPSHOT}, "capture": {"capture": CAPTURE}, "after": {"snapshot": SNAPSHOT}}
+UNREACHABLE = {"unreachable": True, "msg": "Failed to connect to the host via ssh: Connection refused", "changed": False}
+SKIPPED = {"skipped": True, "changed": False}
+
+
+def test_host_record_ok_keeps_the_three_results():
+    record = host_record("h1", OK)
+    assert (record["status"], record["error"]) == ("ok", None)
+    assert record["before"] == SNAPSHOT and record["capture"] == CAPTURE and record["after"] == SNAPSHOT
+
+
+def test_host_record_unreachable_from_the_start():
+    record = host_record("h2", {"before": UNREACHABLE, "capture": SKIPPED, "after": SKIPPED})
+    assert record["status"] == "unreachable"
+    assert record["error"] == "before: Failed to connect to the host via ssh: Connection refused"
+    assert record["before"] is None and record["capture"] is None
+
+
+def test_host_record_failure_mid_run_keeps_what_came_before():
+    failed = {"failed": True, "msg": "MODULE FAILURE: Killed"}
+    record = host_record("h3", {"before": OK["before"], "capture": failed, "after": SKIPPED})
+    assert (record["status"], record["error"]) == ("failed", "capture: MODULE FAILURE: Killed")
+    assert record["before"] == SNAPSHOT and record["capture"] is None
+
+
+def test_host_record_unreachable_during_capture():
+    record = host_record("h3", {"before": OK["before"], "capture": UNREACHABLE, "after": None})
+    assert record["status"] == "unreachable" and record["error"].startswith("capture: ")
+
+
+def test_host_record_missing_result_is_failed_not_ok():
+    record = host_record("h4", {"before": OK["before"]})
+    assert (record["status"], record["error"]) == ("failed", "capture: no result (the task did not run)")
+
+
+@pytest.mark.parametrize("host", ["../../etc/x", "a b", "h\u00e9llo", ".hidden", "/abs/path", "..", "CON"])
+def test_safe_file_name_stays_inside(host):
+    name = safe_file_name(host, set())
+    assert "/" not in name and not name.startswith(".") and name.endswith(".json")
+
+
+def test_safe_file_name_never_collides():
+    taken = set()
+    names = [safe_file_name(host, taken) for host in ("a b", "a_b", "a?b", "A_B")]
+    assert len(set(n.lower() for n in names)) == 4
+
+
+def test_write_run_layout(tmp_path):
+    results = {"h1": OK, "../../etc/x": {"before": UNREACHABLE, "capture": SKIPPED, "after": SKIPPED}}
+    run_dir, manifest = write_run(str(tmp_path), "r1", results, {"command": ["ansible-playbook", "x.yml"]})
+    assert run_dir == str(tmp_path / "r1")
+    assert sorted(os.listdir(tmp_path)) == ["r1"]
+    on_disk = json.loads((tmp_path / "r1" / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert on_disk["schema_version"] == 1 and on_disk["run_id"] == "r1"
+    by_host = {entry["host"]: entry for entry in on_disk["hosts"]}
+    assert by_host["h1"]["status"] == "ok" and by_host["../../etc/x"]["status"] == "unreachable"
+    for entry in on_disk["hosts"]:
+        path = (tmp_path / "r1" / entry["file"]).resolve()
+        assert path.parent == (tmp_path / "r1" / "hosts").resolve()
+        assert json.loads(path.read_text())["host"] == entry["host"]
+    assert not (tmp_path / "etc").exists()
+
+
+def test_write_run_never_overwrites(tmp_path):
+    write_run(str(tmp_path), "r1", {"h1": OK}, {})
+    before = (tmp_path / "r1" / "manifest.json").read_text()
+    with pytest.raises(RunRecordError, match="already exists"):
+        write_run(str(tmp_path), "r1", {"h2": OK}, {})
+    assert (tmp_path / "r1" / "manifest.json").read_text() == before
+
+
+def test_write_run_leaves_nothing_half_written(tmp_path):
+    bad = {"before": {"snapshot": {"x": float("nan")}}, "capture": {"capture": CAPTURE}, "after": {"snapshot": SNAPSHOT}}
+    with pytest.raises(ValueError):
+        write_run(str(tmp_path), "r1", {"h1": OK, "h2": bad}, {})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "", ".hidden"])
+def test_write_run_rejects_unsafe_run_ids(tmp_path, run_id):
+    with pytest.raises(RunRecordError, match="run_id"):
+        write_run(str(tmp_path), run_id, {}, {})
+
+
+def test_complete_manifest_duration():
+    manifest = complete_manifest({"started": "2026-11-27T03:00:00+00:00", "command": ["x"]}, now=1795748412.5)
+    assert manifest["finished"] == "2026-11-27T03:00:12.500000+00:00"
+    assert manifest["duration_s"] == 12.5
