@@ -14,7 +14,12 @@ Decisions the contract leaves open (kept deliberately simple):
   key (SO_REUSEPORT groups) are summed. A socket that closed during the run is lost.
 - Softnet deltas are taken per CPU (matched by `cpu`) and then summed, so an offlined CPU is not a reset.
 - Fleet totals count the drops of the captures listed in each host's report (the capture's `other`
-  remainder is not itemised and so is not counted; the HTML notes it).
+  remainder is not itemised and so is not counted; the HTML notes it). Captures whose scope is not
+  "kernel" are counted per host. `fleet.kernels` lists every kernel-scope boot_id, shared or not.
+- report.json lists hosts in manifest order (the HTML sorts them worst first). A manifest `command`
+  given as a list of words is joined into one shell-quoted string.
+- A host document that breaks the contract in a field the report uses gives that host status "failed"
+  with an error naming the file and the field; a snapshot's own `errors` are notes, not failures.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +245,8 @@ def validate_capture(capture: Any, where: str = "capture") -> None:
 
 def validate_host_document(document: Any) -> None:
     """Raise HostDataError if a hosts/*.json document breaks the contract in a field we use."""
-    _typed(document, dict, "an object", "(document)")
+    if not isinstance(document, dict):
+        raise HostDataError(f"the document is {_kind_of(document)}, expected an object")
     _check_version(document, "")
     kind = _field(document, "kind", "")
     if kind != "dropscope-host":
@@ -406,7 +413,7 @@ def _interface_counters(interface: Mapping[str, Any]) -> Counters:
 
 
 def socket_key(socket: Mapping[str, Any]) -> str:
-    """"PROTO ADDR:PORT", with an IPv6 address in brackets."""
+    """The socket's key, "PROTO ADDR:PORT", with an IPv6 address in brackets."""
     address = socket["local_address"]
     if ":" in address:
         address = f"[{address}]"
@@ -675,11 +682,14 @@ def host_report(record: HostRecord) -> JSON:
 
 def run_summary(manifest: Mapping[str, Any]) -> JSON:
     """The report.json `run` part."""
+    command = manifest.get("command")
+    if isinstance(command, list) and all(isinstance(word, str) for word in command):
+        command = shlex.join(command)  # report.json's command is one string
     return {
         "run_id": manifest.get("run_id"),
         "started": manifest.get("started"),
         "duration_s": manifest.get("duration_s"),
-        "command": manifest.get("command"),
+        "command": command,
         "parameters": manifest.get("parameters") or {},
     }
 

@@ -1,0 +1,56 @@
+"""Shared pytest fixtures for dropscope's tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# --------------------------------------------------------------------------------------- lab fleet
+
+LAB3_NAME = "dstest"
+LAB3_SUBNET = "198.18.1.0/24"
+
+
+def run_dropscope(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run `python -m dropscope ARGS` with this interpreter; raise with its output if CHECK and it fails."""
+    proc = subprocess.run([sys.executable, "-m", "dropscope", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dropscope {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def lab_can_run() -> str | None:
+    """Why a lab cannot be built here (None if it can)."""
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    missing = [tool for tool in ("ip", "tc", "nft", "bridge", "unshare", "ssh", "ssh-keygen") if not shutil.which(tool)]
+    if not Path("/usr/sbin/sshd").exists():
+        missing.append("sshd")
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture(scope="session")
+def lab3() -> Iterator[dict[str, Any]]:
+    """A real 3-host lab (`dstest`, 198.18.1.0/24): parsed lab.json plus "inventory" (path); removed at the end."""
+    reason = lab_can_run()
+    if reason:
+        pytest.skip(reason)
+    run_dropscope("lab", "down", "--name", LAB3_NAME)  # whatever a crashed session left behind
+    try:
+        up = run_dropscope("lab", "up", "--hosts", "3", "--name", LAB3_NAME, "--subnet", LAB3_SUBNET)
+        inventory = Path(up.stdout.strip().splitlines()[-1])
+        lab = json.loads((inventory.parent / "lab.json").read_text())
+        lab["inventory"] = str(inventory)
+        yield lab
+    finally:
+        down = run_dropscope("lab", "down", "--name", LAB3_NAME, check=False)
+        assert down.returncode == 0, down.stderr

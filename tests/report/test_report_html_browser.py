@@ -1,0 +1,233 @@
+"""report.html in real headless Chromium: self-contained, hostile names inert, sorting and filtering work."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dropscope.model import build_report, load_run
+from dropscope.render_html import render_html
+from dropscope.synthetic import (
+    advance,
+    drop,
+    make_capture,
+    make_host,
+    make_interface,
+    make_snapshot,
+    simple_host,
+    write_run,
+)
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
+
+CHROMIUM = os.environ.get("DROPSCOPE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+HOSTILE_HOST = "<script>window.__pwned=1</script>"
+HOSTILE_INTERFACE = '<img src=x onerror="window.__pwned=1">'
+OTHER_HOSTILE = ['<b>x"', "a'$(id)"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium from the system (playwright cannot download one here)."""
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install it (apt-get install -y chromium) "
+            "or point DROPSCOPE_CHROMIUM at a chromium binary; these browser tests must not be skipped"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def _hostile_fleet() -> list[dict]:
+    boot_id = "5a11ed00-0000-4000-8000-000000000001"
+    before = make_snapshot(HOSTILE_HOST, boot_id=boot_id)
+    before["interfaces"][HOSTILE_INTERFACE] = make_interface(base=10)
+    after = advance(before, 4.0, interfaces={HOSTILE_INTERFACE: {"rx_dropped": 12}, "eth0": {"tx_dropped": 3}})
+    hostile = make_host(
+        HOSTILE_HOST,
+        before=before,
+        capture=make_capture(boot_id, [drop("NO_SOCKET", "__udp4_lib_rcv", 300), drop("XDP", "bpf_prog_run_xdp", 1)]),
+        after=after,
+    )
+    hosts = [
+        hostile,
+        simple_host(OTHER_HOSTILE[0], [drop("NETFILTER_DROP", "nft_do_chain", 500)], protocols={"UdpNoPorts": 3}),
+        simple_host(
+            OTHER_HOSTILE[1], [drop("QDISC_DROP", "__dev_xmit_skb", 180), drop("NO_SOCKET", "__udp4_lib_rcv", 9)]
+        ),
+        simple_host("alpha.example", [drop("SOCKET_RCVBUFF", "__udp_enqueue_schedule_skb", 42)]),
+        simple_host("zulu.example", [drop("TCP_OLD_DATA", "tcp_data_queue", 7)], softnet={0: {"dropped": 2}}),
+        make_host("down.example", status="unreachable", error="ssh: connect to host down.example port 22: timed out"),
+        simple_host("broken.example", [drop("NO_SOCKET", "__udp4_lib_rcv", 5)]),  # its file gets truncated
+    ]
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    run_dir = write_run(tmp_path_factory.mktemp("html") / "run", _hostile_fleet())
+    (run_dir / "hosts" / "broken.json").write_text("{")  # stray file: a warning on the page
+    truncated = run_dir / "hosts" / "broken.example.json"
+    truncated.write_text(truncated.read_text()[:500])
+    run = load_run(run_dir)
+    report = build_report(run)
+    path = run_dir / "report.html"
+    path.write_text(render_html(report, run), encoding="utf-8")
+    return path, report
+
+
+@pytest.fixture
+def page(browser: Browser, report_file: tuple[Path, dict]) -> Iterator[Page]:
+    """The report loaded in a fresh page; records page errors, console errors and every request."""
+    path, _ = report_file
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.errors = []  # type: ignore[attr-defined]
+    page.console_errors = []  # type: ignore[attr-defined]
+    page.requests = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda error: page.errors.append(str(error)))  # type: ignore[attr-defined]
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
+    page.on("request", lambda request: page.requests.append(request.url))  # type: ignore[attr-defined]
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    yield page
+    page.close()
+
+
+def test_page_loads_offline_with_no_errors(page: Page, report_file: tuple[Path, dict]) -> None:
+    path, _ = report_file
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.console_errors == []  # type: ignore[attr-defined]  (a CSP violation would show here)
+    assert page.requests == [path.as_uri()]  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+
+
+def test_every_host_and_reason_is_shown(page: Page, report_file: tuple[Path, dict]) -> None:
+    _, report = report_file
+    host_names = [host["host"] for host in report["hosts"]]
+    assert page.locator("section.host h2").all_text_contents() == [
+        OTHER_HOSTILE[0],  # 500 drops
+        HOSTILE_HOST,  # 301
+        OTHER_HOSTILE[1],  # 189
+        "alpha.example",
+        "zulu.example",
+        "broken.example",  # failed before unreachable at 0 drops
+        "down.example",
+    ]  # worst first
+    matrix_hosts = page.locator("#host-matrix tbody td.host a").all_text_contents()
+    assert sorted(matrix_hosts) == sorted(host_names)
+    body = page.locator("body").inner_text()
+    for reason in ("NO_SOCKET", "NETFILTER_DROP", "QDISC_DROP", "SOCKET_RCVBUFF", "TCP_OLD_DATA", "XDP"):
+        assert page.locator("#host-matrix thead th", has_text=reason).count() == 1
+        assert reason in body
+    assert page.locator("#fleet-drops").inner_text() == f"{report['fleet']['drops']:,}"
+    assert "hosts/broken.json is not listed in manifest.json" in body
+    assert "ssh: connect to host down.example port 22: timed out" in body
+    assert "hosts/broken.example.json: not valid JSON" in body
+
+
+def test_hostile_names_are_inert_text(page: Page) -> None:
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img").count() == 0
+    assert page.locator("b").count() == 0
+    assert page.locator("script").count() == 1  # only the page's own
+    assert page.get_by_text(HOSTILE_HOST, exact=True).count() >= 2  # matrix link and section heading
+    interface_cells = page.locator("td code", has_text=HOSTILE_INTERFACE)
+    assert interface_cells.count() == 1 and interface_cells.first.inner_text() == HOSTILE_INTERFACE
+    for name in OTHER_HOSTILE:
+        assert page.locator("section.host h2", has_text=name).first.inner_text() == name
+
+
+def test_the_same_markup_unescaped_would_run(browser: Browser, tmp_path: Path) -> None:
+    """Control: proves the checks above can fail in this browser."""
+    control = tmp_path / "control.html"
+    control.write_text(f"<!DOCTYPE html><html><body><h2>{HOSTILE_HOST}</h2></body></html>")
+    page = browser.new_page()
+    page.goto(control.as_uri())
+    assert page.evaluate("window.__pwned") == 1
+    page.close()
+
+
+def test_csp_allows_exactly_the_inline_script(report_file: tuple[Path, dict]) -> None:
+    html = report_file[0].read_text(encoding="utf-8")
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
+    assert policy and len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert policy.group(1) == f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'"
+    assert "http://" not in html and "https://" not in html
+
+
+def _matrix_hosts(page: Page) -> list[str]:
+    return page.locator("#host-matrix tbody td.host a").all_text_contents()
+
+
+def _matrix_drops(page: Page) -> list[int]:
+    cells = page.locator("#host-matrix tbody tr td:nth-child(3)").all_text_contents()
+    return [-1 if text == "–" else int(text.replace(",", "")) for text in cells]
+
+
+def _header(table: Locator, text: str) -> Locator:
+    return table.locator("thead th").filter(has_text=re.compile(f"^{re.escape(text)}$"))
+
+
+def test_clicking_headers_sorts_tables(page: Page) -> None:
+    matrix = page.locator("#host-matrix")
+    initial = _matrix_hosts(page)
+    assert _matrix_drops(page) == sorted(_matrix_drops(page), reverse=True)
+
+    _header(matrix, "Host").click()
+    ascending = _matrix_hosts(page)
+    assert ascending == sorted(initial, key=str.lower)
+    assert ascending != initial
+    assert _header(matrix, "Host").get_attribute("aria-sort") == "ascending"
+
+    _header(matrix, "Host").click()
+    assert _matrix_hosts(page) == list(reversed(ascending))
+
+    _header(matrix, "Drops").click()  # numeric: largest first
+    assert _matrix_drops(page) == sorted(_matrix_drops(page), reverse=True)
+    _header(matrix, "Drops").click()
+    assert _matrix_drops(page) == sorted(_matrix_drops(page))
+
+    drops_table = page.locator("section.host", has_text="__pwned").locator("table.drops-table")
+    counts = drops_table.locator("tbody td:nth-child(4)")
+    assert counts.all_text_contents() == ["300", "1"]
+    _header(drops_table, "Drops").click()
+    _header(drops_table, "Drops").click()
+    assert counts.all_text_contents() == ["1", "300"]
+
+
+def test_filter_box_hides_other_hosts(page: Page) -> None:
+    page.locator("#host-filter").fill("example")
+    assert sorted(page.locator("#host-matrix tbody tr:visible td.host a").all_text_contents()) == [
+        "alpha.example",
+        "broken.example",
+        "down.example",
+        "zulu.example",
+    ]
+    assert page.locator("section.host:visible").count() == 4
+    assert page.locator("#host-filter-count").inner_text() == "4 of 7 hosts"
+
+    page.locator("#host-filter").fill("unreachable")
+    assert page.locator("section.host:visible h2").all_text_contents() == ["down.example"]
+
+    page.locator("#host-filter").fill("")
+    assert page.locator("section.host:visible").count() == 7
+
+
+def test_host_links_jump_to_sections(page: Page) -> None:
+    link = page.locator("#host-matrix tbody td.host a", has_text="zulu.example")
+    target = link.get_attribute("href")
+    assert target and target.startswith("#host-")
+    link.click()
+    assert page.evaluate("location.hash") == target
+    assert page.locator(f"{target} h2").inner_text() == "zulu.example"

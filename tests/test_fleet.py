@@ -1,0 +1,167 @@
+"""End to end on a real 3-host lab: real SSH, real ansible-playbook, real kernel drops, real perf.
+
+h1 drops 500 UDP datagrams to port 8000 in an nft rule, h2 gets 300 datagrams to a closed port, and
+h3 overflows a tbf qdisc on transmit. The report must show exactly those numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DURATION = 4
+
+
+def _lab(*args: str) -> dict:
+    """Run `dropscope lab …` for the test lab and return the JSON line it prints last."""
+    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", "dstest"],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _perf_captures_running() -> int:
+    """How many perf captures have their workload running, i.e. have their events enabled.
+
+    perf enables system-wide events before it lets its workload (`sleep DURATION`) exec, so a
+    `sleep` whose parent is `perf` means that capture is live.
+    """
+    live = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            if comm != "sleep":
+                continue
+            parent = Path(f"/proc/{rest[1]}/comm").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        live += parent.startswith("perf")
+    return live
+
+
+def _tc_qdisc_dropped(netns: str, kind: str) -> int:
+    out = subprocess.run(["ip", "netns", "exec", netns, "tc", "-s", "-j", "qdisc", "show"],
+                         check=True, capture_output=True, text=True).stdout
+    return sum(q["drops"] for q in json.loads(out) if q["kind"] == kind)
+
+
+@pytest.fixture(scope="module")
+def fleet_run(lab3, tmp_path_factory):
+    """Run the real playbook on the lab while injecting known drops during the capture."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    inventory = str(lab3["inventory"])
+    # Rules and qdiscs exist before the first snapshot, so their counters are deltas from there.
+    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    _lab("inject", "qdisc-tx", "--host", "h3", "--packets", "0")
+    started = time.monotonic()
+    playbook = subprocess.Popen(
+        ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", inventory,
+         "-e", f"duration={DURATION}", "-e", f"runs_dir={runs_dir}", "-e", "run_id=lab3"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _perf_captures_running() < 3:
+            assert playbook.poll() is None, playbook.stdout.read()
+            assert time.monotonic() < deadline, "the captures did not start on all 3 hosts within 60 s"
+            time.sleep(0.05)
+        injected = {
+            "h1": _lab("inject", "udp-firewall", "--host", "h1", "--packets", "500"),
+            "h2": _lab("inject", "udp-noport", "--host", "h2", "--packets", "300"),
+            "h3": _lab("inject", "qdisc-tx", "--host", "h3", "--packets", "200"),
+        }
+        output, _ = playbook.communicate(timeout=180)
+    finally:
+        if playbook.poll() is None:
+            playbook.kill()
+    wall = time.monotonic() - started
+    run_dir = runs_dir / "lab3"
+    qdisc_dropped = _tc_qdisc_dropped(lab3["hosts"]["h3"]["netns"], "tbf")
+    _lab("inject", "clear", "--host", "h1")
+    _lab("inject", "clear", "--host", "h3")
+    return {"rc": playbook.returncode, "output": output, "run_dir": run_dir, "wall_s": wall,
+            "injected": injected, "h3_tbf_dropped": qdisc_dropped,
+            "report": json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else None}
+
+
+def _host(report: dict, name: str) -> dict:
+    return next(host for host in report["hosts"] if host["host"] == name)
+
+
+def _drops(host: dict, reason: str) -> dict[str, int]:
+    """Capture counts of one reason, by location."""
+    counts: dict[str, int] = {}
+    for drop in host["capture"]["drops"]:
+        if drop["reason"] == reason:
+            counts[drop["location"]] = counts.get(drop["location"], 0) + drop["count"]
+    return counts
+
+
+pytestmark = pytest.mark.lab
+
+
+def test_playbook_succeeds_and_writes_the_run(fleet_run):
+    assert fleet_run["rc"] == 0, fleet_run["output"][-4000:]
+    run_dir = fleet_run["run_dir"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert [h["status"] for h in manifest["hosts"]] == ["ok", "ok", "ok"]
+    assert sorted(p.name for p in (run_dir / "hosts").iterdir()) == ["h1.json", "h2.json", "h3.json"]
+    assert manifest["command"][0] == "ansible-playbook"
+    assert (run_dir / "report.html").stat().st_size > 0
+    # Captures ran at the same time: the whole run takes about one capture, not three.
+    assert fleet_run["wall_s"] < 3 * DURATION + 30, fleet_run["wall_s"]
+
+
+def test_counter_deltas_match_the_injected_drops(fleet_run):
+    report = fleet_run["report"]
+    h1, h2, h3 = (_host(report, name) for name in ("h1", "h2", "h3"))
+    for host in (h1, h2, h3):
+        assert host["status"] == "ok", host["error"]
+    rules = [c for key, c in h1["counters"]["firewall"].items() if "dropscope_lab" in key]
+    assert [rule["packets"] for rule in rules] == [500]
+    assert h2["counters"]["protocols"]["UdpNoPorts"] == 300
+    assert "UdpNoPorts" not in h1["counters"]["protocols"]
+    tbf = {key: c for key, c in h3["counters"]["qdiscs"].items() if " tbf " in key}
+    assert list(tbf) and [c["dropped"] for c in tbf.values()] == [fleet_run["h3_tbf_dropped"]]
+    assert fleet_run["h3_tbf_dropped"] > 0
+
+
+def test_capture_reasons_and_locations(fleet_run):
+    report = fleet_run["report"]
+    qdisc_dropped = fleet_run["h3_tbf_dropped"]
+    boot_ids = set()
+    for name in ("h1", "h2", "h3"):
+        host = _host(report, name)
+        capture = host["capture"]
+        assert (capture["status"], capture["backend"], capture["scope"]) == ("ok", "perf", "kernel")
+        assert capture["lost_events"] == 0
+        boot_ids.add(host["kernel"]["boot_id"])
+        # perf sees the whole kernel: every lab host's capture holds every host's drops.
+        assert _drops(host, "NETFILTER_DROP") == {"nft_do_chain": 500}
+        assert _drops(host, "NO_SOCKET").get("__udp4_lib_rcv") == 300
+        assert sum(_drops(host, "QDISC_DROP").values()) == qdisc_dropped
+    assert len(boot_ids) == 1
+    # One kernel: the fleet counts its drops once, not three times.
+    fleet = report["fleet"]
+    assert len(fleet["kernels"]) == 1 and sorted(fleet["kernels"][0]["hosts"]) == ["h1", "h2", "h3"]
+    fleet_reasons = {entry["reason"]: entry["count"] for entry in fleet["reasons"]}
+    assert fleet_reasons["NETFILTER_DROP"] == 500
+
+
+def test_html_report_in_chromium(fleet_run, chromium_page):
+    page, errors = chromium_page
+    page.goto((fleet_run["run_dir"] / "report.html").as_uri())
+    text = page.inner_text("body")
+    for needle in ("h1", "h2", "h3", "NETFILTER_DROP", "NO_SOCKET", "QDISC_DROP", "nft_do_chain", "__udp4_lib_rcv"):
+        assert needle in text, needle
+    assert errors == []
+    shots = REPO / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / "fleet-report.png"), full_page=True)
