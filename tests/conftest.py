@@ -43,7 +43,7 @@ def lab3() -> Iterator[dict[str, Any]]:
     """A real 3-host lab (`dstest`, 198.18.1.0/24): parsed lab.json plus "inventory" (path); removed at the end."""
     reason = lab_can_run()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(f"the lab tests cannot run here: {reason} (run as root after `bash .ci/install`)")
     run_dropscope("lab", "down", "--name", LAB3_NAME)  # whatever a crashed session left behind
     try:
         up = run_dropscope("lab", "up", "--hosts", "3", "--name", LAB3_NAME, "--subnet", LAB3_SUBNET)
@@ -54,3 +54,31 @@ def lab3() -> Iterator[dict[str, Any]]:
     finally:
         down = run_dropscope("lab", "down", "--name", LAB3_NAME, check=False)
         assert down.returncode == 0, down.stderr
+
+
+CHROMIUM = os.environ.get("DROPSCOPE_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium from the system (playwright cannot download one here); never skipped."""
+    from playwright.sync_api import sync_playwright
+
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install -y chromium) "
+                    "or point DROPSCOPE_CHROMIUM at a chromium binary; browser tests must not be skipped")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def chromium_page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A fresh page and the list of page errors and console errors it reports."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    yield page, errors
+    page.close()

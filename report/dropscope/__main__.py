@@ -1,4 +1,5 @@
-from dropscope.cli import main
 import sys
+
+from dropscope.cli import main
 
 sys.exit(main())

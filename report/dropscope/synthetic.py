@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from dropscope import __version__
-
 SCHEMA_VERSION = 1
 JSON = dict[str, Any]
 
@@ -317,17 +315,20 @@ def write_run(
         entries.append(
             {"host": document["host"], "file": file, "status": document["status"], "error": document["error"]}
         )
-    parameters = dict(parameters or {"duration": 10, "backend": "perf", "stacks": False})
+    parameters = dict(parameters or {"duration": 10, "stacks": False, "top": 50, "target": "all"})
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "kind": "dropscope-run",
         "run_id": run_id,
-        "started": "2026-11-27T03:05:01Z",
-        "finished": "2026-11-27T03:05:14Z",
+        "started": "2026-11-27T03:05:01.200000+00:00",
+        "finished": "2026-11-27T03:05:14.410000+00:00",
         "duration_s": 13.2,
-        "command": f"ansible-playbook playbooks/diagnose-drops.yml -i lab.ini -e duration={parameters.get('duration')}",
+        "command": ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", "lab.ini",
+                    "-e", f"duration={parameters.get('duration')}"],
+        "playbook": "/srv/dropscope/playbooks/diagnose-drops.yml",
         "inventory": [str(run_dir.parent / "lab.ini")],
-        "versions": {"ansible": "2.19.4", "dropscope": __version__, "python": "3.11.7"},
+        "limit": None,
+        "versions": {"ansible": "2.19.14", "python": "/usr/bin/python3"},
         "parameters": parameters,
         "hosts": entries,
     }

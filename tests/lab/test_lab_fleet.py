@@ -75,10 +75,10 @@ def nft_udp_rules(netns: str, port: int) -> list[int]:
     return counters
 
 
-def root_qdisc(netns: str) -> dict[str, Any]:
+def root_qdisc(netns: str, dev: str = "eth0") -> dict[str, Any] | None:
     qdiscs = json.loads(subprocess.run(["tc", "-n", netns, "-s", "-j", "qdisc", "show"], check=True,
                                        capture_output=True, text=True).stdout)
-    return next(q for q in qdiscs if q.get("dev") == "eth0" and q.get("root"))
+    return next((q for q in qdiscs if q.get("dev") == dev and q.get("root")), None)
 
 
 def inject(*args: str, name: str = LAB3_NAME) -> dict[str, Any]:
@@ -141,6 +141,10 @@ def test_ssh_into_each_host_prints_its_name(lab3):
     for name, host in lab3["hosts"].items():
         proc = ssh_hostname(key, host["address"])
         assert (proc.returncode, proc.stdout.strip()) == (0, name), proc.stderr
+    # Sessions skip the shared ~/.bashrc (pyenv's rehash lock): plain system PATH.
+    proc = subprocess.run([*SSH, "-i", key, f"root@{lab3['hosts']['h1']['address']}", 'echo "$PATH"'],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and ".pyenv" not in proc.stdout and "/usr/bin" in proc.stdout
 
 
 def test_hosts_are_isolated_and_quiet(lab3):
@@ -229,13 +233,15 @@ def test_qdisc_tx_drops_are_reported(lab3):
     netns = lab3["hosts"]["h1"]["netns"]
     inject("clear", "--host", "h1")
     out = inject("qdisc-tx", "--host", "h1", "--packets", "300")
-    qdisc = root_qdisc(netns)
+    qdisc = root_qdisc(netns, "tx0")
     assert qdisc["kind"] == "tbf"
     assert out["sent"] == 300 and out["qdisc_dropped"] > 0
     assert qdisc["drops"] == out["qdisc_dropped"] == out["qdisc_dropped_total"]
     assert out["received"] + out["qdisc_dropped"] == 300
-    inject("clear", "--host", "h1")
+    # The tbf is on a transmit-only device: SSH over eth0 never meets it.
     assert root_qdisc(netns)["kind"] != "tbf"
+    inject("clear", "--host", "h1")
+    assert root_qdisc(netns, "tx0") is None
 
 
 def test_inject_refuses_bad_requests(lab3):

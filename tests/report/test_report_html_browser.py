@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,28 +21,13 @@ from dropscope.synthetic import (
     simple_host,
     write_run,
 )
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page
 
-CHROMIUM = os.environ.get("DROPSCOPE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 HOSTILE_HOST = "<script>window.__pwned=1</script>"
 HOSTILE_INTERFACE = '<img src=x onerror="window.__pwned=1">'
 OTHER_HOSTILE = ['<b>x"', "a'$(id)"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Headless Chromium from the system (playwright cannot download one here)."""
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: install it (apt-get install -y chromium) "
-            "or point DROPSCOPE_CHROMIUM at a chromium binary; these browser tests must not be skipped"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def _hostile_fleet() -> list[dict]:

@@ -240,23 +240,53 @@ class _Drain(threading.Thread):
                 self.received += 1
 
 
+TX_DEV = "tx0"
+
+
+def _tx_path(lab: Lab, host: Host) -> tuple[str, str]:
+    """A transmit-only path for qdisc-tx: HOST's tx0 (veth on the bridge) towards a sink address.
+
+    The tbf sits on tx0, not eth0, so the controller's SSH traffic to the host never meets it and
+    every QDISC_DROP on it is one of the injected datagrams. Returns (root-side veth, sink address).
+    """
+    index = lab.hosts.index(host) + 1
+    peer = f"{lab.name}-q{index}"
+    sink = str(lab.subnet[-2])
+    tx_mac = host.mac.replace("02:d5:", "02:d6:", 1)
+    if not system.link_exists(peer):
+        system.ip_batch([
+            f"link add {peer} type veth peer name {TX_DEV} address {tx_mac} netns {host.netns}",
+            f"link set dev {peer} addrgenmode none",
+            f"link set dev {peer} master {lab.bridge} up",
+        ])
+        system.run(["bridge", "fdb", "replace", tx_mac, "dev", peer, "master", "static"])
+        system.ip_batch([
+            f"link set dev {TX_DEV} up",
+            f"neigh replace {sink} lladdr {lab.bridge_mac} dev {TX_DEV} nud permanent",
+            f"route replace {sink}/32 dev {TX_DEV} src {host.address}",
+        ], netns=host.netns)
+    system.run(["ip", "addr", "replace", f"{sink}/32", "dev", lab.bridge])
+    return peer, sink
+
+
 def qdisc_tx(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> Result:
-    """tbf on the host's eth0, then the host sends PACKETS 1000-byte datagrams to the bridge address."""
-    system.run(["tc", "-n", host.netns, "qdisc", "replace", "dev", "eth0", "root", *TBF])
-    qdisc = root_qdisc(host.netns)
+    """tbf on the host's tx0, then the host sends PACKETS 1000-byte datagrams through it to a sink address."""
+    _, sink = _tx_path(lab, host)
+    system.run(["tc", "-n", host.netns, "qdisc", "replace", "dev", TX_DEV, "root", *TBF])
+    qdisc = root_qdisc(host.netns, TX_DEV)
     if not qdisc or qdisc.get("kind") != "tbf":
-        raise LabError(f"no tbf root qdisc on {host.name} eth0 after adding it: {qdisc}")
+        raise LabError(f"no tbf root qdisc on {host.name} {TX_DEV} after adding it: {qdisc}")
     before = int(qdisc.get("drops", 0))
     if packets == 0:
-        return {"sent": 0, "received": 0, "qdisc_dropped": 0, "qdisc_dropped_total": before}
+        return {"sent": 0, "received": 0, "device": TX_DEV, "qdisc_dropped": 0, "qdisc_dropped_total": before}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((lab.bridge_address, port))
+        sock.bind((sink, port))
         port = sock.getsockname()[1]
         drain = _Drain(sock, host.address, time.monotonic() + timeout + 5.0)
         drain.start()
         try:
             proc = system.run(system.in_netns(host.netns, _traffic_argv(
-                "send", "--dst", lab.bridge_address, "--port", str(port), "--count", str(packets),
+                "send", "--dst", sink, "--port", str(port), "--count", str(packets),
                 "--size", str(QDISC_PAYLOAD), "--timeout", str(timeout))), check=False, timeout=timeout + 10.0)
             try:
                 sent = int(json.loads(proc.stdout.splitlines()[-1])["sent"])
@@ -264,33 +294,33 @@ def qdisc_tx(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> R
                 raise LabError(f"sender in {host.netns} failed: {proc.stderr.strip()}") from None
 
             def accounted() -> bool:
-                q = root_qdisc(host.netns) or {}
+                q = root_qdisc(host.netns, TX_DEV) or {}
                 return drain.received + int(q.get("drops", 0)) - before >= sent
 
             _wait_for(accounted, 3.0)  # the last queued datagrams leave at 1 mbit/s
         finally:
             drain.stop.set()
             drain.join()
-    qdisc = root_qdisc(host.netns) or {}
+    qdisc = root_qdisc(host.netns, TX_DEV) or {}
     total = int(qdisc.get("drops", 0))
     if sent != packets:
         raise LabError(f"the sender in {host.netns} sent only {sent} of {packets} within {timeout:g} s")
-    return {"sent": sent, "port": port, "received": drain.received, "qdisc_dropped": total - before,
-            "qdisc_dropped_total": total}
+    return {"sent": sent, "port": port, "device": TX_DEV, "received": drain.received,
+            "qdisc_dropped": total - before, "qdisc_dropped_total": total}
 
 
 def clear(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> Result:
-    """Remove what the scenarios set up on HOST: nft table, tbf qdisc, receivers."""
+    """Remove what the scenarios set up on HOST: nft table, tx0 with its tbf qdisc, receivers."""
     removed = []
     proc = system.run(system.in_netns(host.netns, ["nft", "-j", "list", "tables"]))
     tables = [t["table"] for t in json.loads(proc.stdout or '{"nftables": []}')["nftables"] if "table" in t]
     if any(t["family"] == "inet" and t["name"] == NFT_TABLE for t in tables):
         system.run(system.in_netns(host.netns, ["nft", "delete", "table", "inet", NFT_TABLE]))
         removed.append(f"nft table inet {NFT_TABLE}")
-    qdisc = root_qdisc(host.netns)
-    if qdisc and qdisc.get("kind") == "tbf":
-        system.run(["tc", "-n", host.netns, "qdisc", "del", "dev", "eth0", "root"])
-        removed.append("tbf qdisc on eth0")
+    peer = f"{lab.name}-q{lab.hosts.index(host) + 1}"
+    if system.link_exists(peer):
+        system.run(["ip", "link", "del", peer])  # takes tx0 and its tbf with it
+        removed.append(f"tbf qdisc on {TX_DEV}")
     pids = traffic_pids(host.netns)
     stuck = system.kill_and_wait(pids, sig=signal.SIGTERM, timeout=2.0)
     stuck = system.kill_and_wait(stuck, timeout=2.0)

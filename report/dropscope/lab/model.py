@@ -217,6 +217,10 @@ class Lab:
             "UseDNS no",
             "PrintMotd no",
             "MaxStartups 100:30:200",
+            # Lab hosts share this machine's /root: with SHLVL set, bash run by sshd skips ~/.bashrc, whose
+            # `pyenv init` would take pyenv's shared rehash lock in every session (130 ms each, and a
+            # session killed while holding it leaves a stale lock that stalls every later login for 60 s).
+            "SetEnv SHLVL=1",
             "Subsystem sftp /usr/lib/openssh/sftp-server",
             "",
         ])

@@ -20,12 +20,12 @@ def parse_ethtool_stats(text: str, source: str = "ethtool -S") -> dict[str, int]
     Sample (a veth, kernel 6.18, ethtool 6.1)::
 
         NIC statistics:
-             peer_ifindex: 9
+             peer_ifindex: 132
              rx_queue_0_xdp_packets: 0
              rx_queue_0_drops: 0
              tx_queue_0_xdp_xmit_errors: 0
 
-    gives ``{"peer_ifindex": 9, "rx_queue_0_xdp_packets": 0, ...}``. Names are kept as the driver
+    gives ``{"peer_ifindex": 132, "rx_queue_0_xdp_packets": 0, ...}``. Names are kept as the driver
     gives them, with inner spaces, dots, dashes or brackets (``tx-0.packets``, ``rx_pkts_[0]``,
     ``rx queue 0 drops``); the value is what follows the last ``:``. Values that are not integers
     are skipped, and so are lines without ``:``. A name the driver prints twice keeps every value:

@@ -38,17 +38,17 @@ def _brace_balance(text: str) -> int:
 def parse_nft_ruleset(text: str) -> dict[str, dict]:
     """Parse ``nft -a list ruleset`` into ``{"nft FAMILY TABLE CHAIN #HANDLE": {...}}``.
 
-    Sample (nftables 1.0.6, kernel 6.18, after 2 datagrams to UDP port 8000)::
+    Sample (nftables 1.0.6, kernel 6.18, after 3 datagrams to UDP port 8000)::
 
         table inet dropscope_lab { # handle 1
                 chain input { # handle 1
                         type filter hook input priority filter; policy accept;
-                        udp dport 8000 counter packets 2 bytes 2056 drop # handle 2
+                        udp dport 8000 counter packets 3 bytes 3084 drop # handle 2
                 }
         }
 
     gives ``{"nft inet dropscope_lab input #2": {"family": "inet", "table": "dropscope_lab",
-    "chain": "input", "handle": 2, "rule": "udp dport 8000 drop", "packets": 2, "bytes": 2056}}``.
+    "chain": "input", "handle": 2, "rule": "udp dport 8000 drop", "packets": 3, "bytes": 3084}}``.
 
     Only rules with an anonymous ``counter packets N bytes M`` are listed (``counter name "x"``
     refers to a named counter object and has no numbers on the rule line). ``rule`` is the rule

@@ -50,7 +50,7 @@ def parse_proc_net_dev(text: str) -> dict[str, dict[str, int]]:
         Inter-|   Receive                                                |  Transmit
          face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
             lo:   13800     100    0    0    0     0          0         0    13800     100    0    0    0     0       0          0
-         dsp-a:     308       4    0    0    0     0          0         0     2392       6    0    0    0     0       0          0
+         dsp-a:     558       7    0    0    0     0          0         0     3684      10    0    0    0     0       0          0
 
     gives ``{"lo": {"rx_bytes": 13800, "rx_packets": 100, ...}, "dsp-a": {...}}``. An interface name
     never contains ``:``, whitespace or ``/`` (the kernel refuses them), so the name is everything

@@ -51,11 +51,11 @@ def parse_proc_net_udp(text: str, proto: str = "udp", byteorder: str | None = No
     sent 50 datagrams and never read)::
 
            sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-         9771: 0100007F:2328 00000000:0000 07 00000000:00000680 00:00000000 00000000     0        0 8622 2 000000009c4f138a 48
-        15920: 00000000:BB2D 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 8624 2 00000000cc81ca09 0
+         1896: 0100007F:2328 00000000:0000 07 00000000:00000680 00:00000000 00000000     0        0 35361 2 000000001acd4bb7 48
+         2624: 00000000:E600 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 35363 2 000000009020b42c 0
 
-    gives ``[{"proto": "udp", "local_address": "127.0.0.1", "local_port": 9000, "inode": 8622,
-    "drops": 48}, {"proto": "udp", "local_address": "0.0.0.0", "local_port": 47917, "inode": 8624,
+    gives ``[{"proto": "udp", "local_address": "127.0.0.1", "local_port": 9000, "inode": 35361,
+    "drops": 48}, {"proto": "udp", "local_address": "0.0.0.0", "local_port": 58880, "inode": 35363,
     "drops": 0}]``. ``/proc/net/udp6`` has the same columns with 32-digit addresses
     (``00000000000000000000000001000000:232E`` is ``::1`` port 9006).
 

@@ -54,10 +54,10 @@ def parse_proc_net_snmp(text: str, source: str = "/proc/net/snmp") -> dict[str, 
         Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
         Tcp: 1 200 120000 -1 0 0 0 0 0 0 0 0 0 0 0
         Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
-        Udp: 0 0 48 52 48 198 0 0 0
+        Udp: 0 0 48 53 48 197 0 0 0
 
     gives ``{"TcpRtoAlgorithm": 1, ..., "TcpMaxConn": -1, ..., "UdpInErrors": 48,
-    "UdpRcvbufErrors": 48, "UdpSndbufErrors": 198, ...}`` (values may be negative: TcpMaxConn is
+    "UdpRcvbufErrors": 48, "UdpSndbufErrors": 197, ...}`` (values may be negative: TcpMaxConn is
     -1). ``IcmpMsg: InType3`` gives ``IcmpMsgInType3``; ``/proc/net/netstat``'s ``TcpExt:
     ListenOverflows`` gives ``TcpExtListenOverflows``. A section printed as several pairs
     (IcmpMsg with many types) is merged.
@@ -96,12 +96,12 @@ def parse_proc_net_snmp6(text: str, source: str = "/proc/net/snmp6") -> dict[str
 
     Sample (kernel 6.18)::
 
-        Ip6InReceives                   \t55
+        Ip6InReceives                   \t80
         Udp6NoPorts                     \t0
         Udp6InErrors                    \t48
         Udp6RcvbufErrors                \t48
 
-    gives ``{"Ip6InReceives": 55, "Udp6NoPorts": 0, "Udp6InErrors": 48, "Udp6RcvbufErrors": 48}``.
+    gives ``{"Ip6InReceives": 80, "Udp6NoPorts": 0, "Udp6InErrors": 48, "Udp6RcvbufErrors": 48}``.
     The per-interface files ``/proc/net/dev_snmp6/IF`` have the same form (plus ``ifIndex``).
 
     Raises ValueError naming ``source`` when a line is not exactly a name and an integer.

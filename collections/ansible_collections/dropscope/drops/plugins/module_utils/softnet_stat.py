@@ -37,11 +37,11 @@ def parse_softnet_stat(text: str) -> list[dict]:
 
     Sample (kernel 6.18, 2 CPUs, 15 columns)::
 
-        00000010 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000
-        0000106e 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000 00000000
+        0006280f 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000
+        00002791 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000 00000000
 
-    gives ``[{"cpu": 0, "processed": 16, "dropped": 0, "time_squeeze": 0, "received_rps": 0,
-    "flow_limit_count": 0, "backlog_len": 0}, {"cpu": 1, "processed": 4206, ...}]``.
+    gives ``[{"cpu": 0, "processed": 403471, "dropped": 0, "time_squeeze": 0, "received_rps": 0,
+    "flow_limit_count": 0, "backlog_len": 0}, {"cpu": 1, "processed": 10129, ...}]``.
 
     Older kernels print fewer columns: without the cpu column (before 5.10) ``cpu`` is the line
     index (wrong if a CPU is offline: such CPUs have no line); ``backlog_len`` is then None, and

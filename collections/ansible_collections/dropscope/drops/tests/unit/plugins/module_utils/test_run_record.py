@@ -10,7 +10,6 @@ import json
 import os
 
 import pytest
-
 from ansible_collections.dropscope.drops.plugins.module_utils.run_record import (
     RunRecordError,
     complete_manifest,

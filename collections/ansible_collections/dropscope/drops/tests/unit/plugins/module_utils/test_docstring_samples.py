@@ -1,0 +1,83 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The samples in the parsers' docstrings are copied from the recorded files in tests/data/."""
+
+from __future__ import absolute_import, annotations, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+from ansible_collections.dropscope.drops.plugins.module_utils import (
+    ethtool_stats,
+    kfree_skb,
+    nft_ruleset,
+    proc_net_dev,
+    proc_net_udp,
+    snmp,
+    softnet_stat,
+    tc_qdisc,
+)
+
+
+def _data(name):
+    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    while not os.path.exists(os.path.join(here, "pyproject.toml")):
+        parent = os.path.dirname(here)
+        if parent == here:
+            raise RuntimeError("no pyproject.toml above %s" % __file__)
+        here = parent
+    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _sample_lines(doc):
+    """Lines of the first literal block (after a line ending in '::'), without '...' lines."""
+    lines = doc.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.rstrip().endswith("::")) + 1
+    block = []
+    for line in lines[start:]:
+        if block and line.strip() and not line.startswith("        "):
+            break
+        if line.strip() and line.strip() != "...":
+            block.append(line.strip())
+    return block
+
+
+CASES = [
+    (proc_net_dev.parse_proc_net_dev, ["proc_net_dev.txt"]),
+    (ethtool_stats.parse_ethtool_stats, ["ethtool_veth.txt"]),
+    (snmp.parse_proc_net_snmp, ["proc_net_snmp.txt"]),
+    (snmp.parse_proc_net_snmp6, ["proc_net_snmp6.txt"]),
+    (softnet_stat.parse_softnet_stat, ["softnet_stat.txt"]),
+    (proc_net_udp.parse_proc_net_udp, ["proc_net_udp.txt"]),
+    (nft_ruleset.parse_nft_ruleset, ["nft_ruleset.txt"]),
+    (kfree_skb.parse_perf_script_line, ["perf_script_trace.txt", "perf_script_default.txt"]),
+    (kfree_skb.parse_perf_lost_line, ["perf_script_lost_trace.txt", "perf_script_lost_default.txt"]),
+    (kfree_skb.parse_perf_stack_line, ["perf_script_g_trace_ip_sym.txt", "perf_script_g_default.txt"]),
+    (kfree_skb.parse_tracepoint_format, ["kfree_skb_format.txt"]),
+]
+
+
+@pytest.mark.parametrize("function, files", CASES, ids=[case[0].__name__ for case in CASES])
+def test_docstring_sample_is_recorded(function, files):
+    recorded = set()
+    for name in files:
+        recorded.update(line.strip() for line in _data(name).splitlines())
+    text = " ".join(_data(name) for name in files).replace("\n", " ")
+    for line in _sample_lines(function.__doc__):
+        if "..." in line:  # a shortened line: every piece between the "..." is verbatim
+            for piece in line.split("..."):
+                assert piece.strip(" ,") in text, "%s: %r not in %s" % (function.__name__, piece, files)
+        else:
+            assert line in recorded, "%s: docstring line not in %s: %r" % (function.__name__, files, line)
+
+
+def test_tc_docstring_sample_is_recorded():
+    # The JSON sample is one entry of the recorded array, wrapped over three lines.
+    doc_lines = _sample_lines(tc_qdisc.parse_tc_qdisc_json.__doc__)
+    entry = "".join(doc_lines)[1:-1]
+    assert entry in _data("tc_qdisc.json")
