@@ -165,3 +165,29 @@ def test_html_report_in_chromium(fleet_run, chromium_page):
     shots = REPO / "test-artifacts"
     shots.mkdir(exist_ok=True)
     page.screenshot(path=str(shots / "fleet-report.png"), full_page=True)
+
+
+def test_unreachable_host_is_recorded_and_the_others_complete(lab3, tmp_path):
+    """A host whose SSH port is closed is reported unreachable; the run goes on and exits non-zero."""
+    inventory = tmp_path / "inventory.ini"
+    text = Path(lab3["inventory"]).read_text()
+    h1 = lab3["hosts"]["h1"]["address"]
+    # Port 2 on a lab host is closed: the connection is refused at once (no traffic leaves the lab).
+    inventory.write_text(text.replace("[lab:vars]", f"ghost ansible_host={h1} ansible_port=2\n\n[lab:vars]", 1))
+    proc = subprocess.run(
+        ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", str(inventory), "-e", "duration=1",
+         "-e", f"runs_dir={tmp_path}", "-e", "run_id=ghost"],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "Incomplete run: 1 host(s) unreachable or failed: ghost" in proc.stdout
+    manifest = json.loads((tmp_path / "ghost" / "manifest.json").read_text())
+    statuses = {entry["host"]: entry["status"] for entry in manifest["hosts"]}
+    assert statuses == {"ghost": "unreachable", "h1": "ok", "h2": "ok", "h3": "ok"}
+    ghost = next(entry for entry in manifest["hosts"] if entry["host"] == "ghost")
+    assert ghost["error"].startswith("before: ") and "Connection refused" in ghost["error"]
+    report = json.loads((tmp_path / "ghost" / "report.json").read_text())
+    by_host = {host["host"]: host for host in report["hosts"]}
+    assert by_host["ghost"]["status"] == "unreachable" and "Connection refused" in by_host["ghost"]["error"]
+    for name in ("h1", "h2", "h3"):
+        assert by_host[name]["status"] == "ok" and by_host[name]["capture"]["status"] == "ok"
+    assert (report["fleet"]["ok"], report["fleet"]["unreachable"]) == (3, 1)

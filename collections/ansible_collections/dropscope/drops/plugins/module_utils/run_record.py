@@ -149,6 +149,10 @@ def write_run(runs_dir, run_id, hosts, manifest):
         raise RunRecordError("run directory %s already exists; it is never overwritten" % final)
     building = tempfile.mkdtemp(prefix=".%s.partial-" % run_id, dir=runs_dir)
     try:
+        # mkdtemp makes it private (0700); a finished run follows the user's umask like any directory.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(building, 0o777 & ~umask)
         os.mkdir(os.path.join(building, "hosts"))
         taken = set()
         entries = []

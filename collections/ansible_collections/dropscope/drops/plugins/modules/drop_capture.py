@@ -240,7 +240,6 @@ def main():
     capture["reason_names"] = len(format_info["reasons"])
 
     perf = module.get_bin_path("perf", opt_dirs=["/usr/sbin", "/sbin"])
-    sleep = module.get_bin_path("sleep", required=True)
     if perf is None:
         capture["status"] = "unavailable"
         capture["reason"] = PERF_MISSING
@@ -251,6 +250,7 @@ def main():
         capture["reason"] = "perf does not run on this kernel: %s" % (err or out).strip()[:300]
         module.exit_json(changed=False, capture=capture)
 
+    sleep = module.get_bin_path("sleep", required=True)
     if module.check_mode:
         capture["status"] = "check_mode"
         capture["command"] = record_command(perf, sleep, "perf.data", params["duration"], params["stacks"],

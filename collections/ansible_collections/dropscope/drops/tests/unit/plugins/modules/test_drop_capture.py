@@ -1,0 +1,61 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""drop_capture's main(): argument checks, perf missing, check mode (no capture runs in these tests)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.dropscope.drops.plugins.modules import drop_capture
+
+
+def _run(capsys, args):
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            drop_capture.main()
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"duration": 0}, "duration must be between 1 and 3600 seconds, got 0"),
+    ({"duration": 3601}, "duration must be between 1 and 3600 seconds, got 3601"),
+    ({"top": 0}, "top must be between 1 and 10000, got 0"),
+    ({"max_size_mb": 0}, "max_size_mb must be between 1 and 65536, got 0"),
+    ({"duration": 10, "timeout": 5}, "timeout (5 s) must be longer than duration (10 s)"),
+    ({"tmpdir": "/nonexistent/dir"}, "tmpdir /nonexistent/dir is not a directory"),
+])
+def test_bad_arguments_fail_clearly(capsys, args, message):
+    result = _run(capsys, args)
+    assert result["failed"] is True
+    assert result["msg"] == message
+
+
+def test_unknown_backend_is_refused(capsys):
+    result = _run(capsys, {"backend": "magic"})
+    assert result["failed"] is True
+    assert "backend" in result["msg"] and "magic" in result["msg"]
+
+
+def test_perf_missing_is_unavailable_not_a_failure(capsys, monkeypatch):
+    # get_bin_path looks in PATH plus the sbin directories; perf lives in /usr/bin.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = _run(capsys, {"duration": 1})
+    assert result.get("failed") is not True
+    capture = result["capture"]
+    assert capture["status"] == "unavailable"
+    assert capture["reason"] == drop_capture.PERF_MISSING
+    assert capture["events"] == 0 and capture["drops"] == []
+
+
+def test_check_mode_returns_the_command_without_capturing(capsys):
+    result = _run(capsys, {"duration": 7, "stacks": True, "_ansible_check_mode": True})
+    capture = result["capture"]
+    assert capture["status"] == "check_mode"
+    assert capture["command"][1:6] == ["record", "-a", "-e", "skb:kfree_skb", "-g"]
+    assert capture["command"][-3:] == ["--", capture["command"][-2], "7"]
+    assert capture["events"] == 0
