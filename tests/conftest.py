@@ -15,8 +15,9 @@ import pytest
 
 # --------------------------------------------------------------------------------------- lab fleet
 
-LAB3_NAME = "dstest"
-LAB3_SUBNET = "198.18.1.0/24"
+# Two test runs on one machine must not share a lab: each `lab3` starts by removing its name's lab.
+LAB3_NAME = os.environ.get("DROPSCOPE_TEST_LAB", "dstest")
+LAB3_SUBNET = os.environ.get("DROPSCOPE_TEST_SUBNET", "198.18.1.0/24")
 
 
 def run_dropscope(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import LAB3_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 DURATION = 4
@@ -21,30 +22,39 @@ DURATION = 4
 
 def _lab(*args: str) -> dict:
     """Run `dropscope lab …` for the test lab and return the JSON line it prints last."""
-    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", "dstest"],
+    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", LAB3_NAME],
                          check=True, capture_output=True, text=True, timeout=60).stdout
     lines = [line for line in out.splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
 
 
-def _perf_captures_running() -> int:
-    """How many perf captures have their workload running, i.e. have their events enabled.
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _perf_captures_running(lab: dict) -> int:
+    """How many of the lab's hosts have a perf capture whose events are enabled.
 
     perf enables system-wide events before it lets its workload (`sleep DURATION`) exec, so a
-    `sleep` whose parent is `perf` means that capture is live.
+    `sleep` whose parent is `perf`, in a lab host's network namespace, means that capture is live.
     """
-    live = 0
+    lab_netns = {_netns_inode(f"/run/netns/{host['netns']}") for host in lab["hosts"].values()}
+    live = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if comm != "sleep":
+            if comm != "sleep" or not Path(f"/proc/{rest[1]}/comm").read_text().startswith("perf"):
                 continue
-            parent = Path(f"/proc/{rest[1]}/comm").read_text().strip()
         except (OSError, ValueError):
             continue
-        live += parent.startswith("perf")
-    return live
+        netns = _netns_inode(f"/proc/{rest[1]}/ns/net")
+        if netns in lab_netns:
+            live.add(netns)
+    return len(live)
 
 
 def _tc_qdisc_dropped(netns: str, kind: str) -> int:
@@ -68,7 +78,7 @@ def fleet_run(lab3, tmp_path_factory):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
-        while _perf_captures_running() < 3:
+        while _perf_captures_running(lab3) < 3:
             assert playbook.poll() is None, playbook.stdout.read()
             assert time.monotonic() < deadline, "the captures did not start on all 3 hosts within 60 s"
             time.sleep(0.05)
