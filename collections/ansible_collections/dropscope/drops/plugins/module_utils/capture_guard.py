@@ -60,7 +60,7 @@ def _guardian(read_fd, tmpdir, deadline):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        ready, _, _ = select.select([read_fd], [], [], remaining)
+        ready = select.select([read_fd], [], [], remaining)[0]
         if not ready:
             break
         chunk = os.read(read_fd, 4096)

@@ -160,7 +160,7 @@ def parse_perf_script_line(line: str, reasons: dict | None = None) -> dict | Non
     Samples (perf 6.1, kernel 6.18)::
 
         skbaddr=0xffff88814c09aa00 rx_sk=(nil) protocol=2048 location=__udp4_lib_rcv+0x4bc reason: NO_SOCKET
-                 python3  5885 [001]   577.635830: skb:kfree_skb: skbaddr=0xffff88814c09aa00 rx_sk=(nil) protocol=2048 location=__udp4_lib_rcv+0x4bc reason: NO_SOCKET
+        python3  5885 [001]   577.635830: skb:kfree_skb: skbaddr=0xffff88814c09aa00 rx_sk=(nil) protocol=2048 location=__udp4_lib_rcv+0x4bc reason: NO_SOCKET
 
     (``perf script -F trace`` and plain ``perf script``) both give ``{"reason": "NO_SOCKET",
     "location": "__udp4_lib_rcv", "offset": "0x4bc", "protocol": 2048}``.

@@ -98,7 +98,7 @@ def playbook_command(pid=None, proc="/proc"):
     Ansible does not expose its own argv to plays, so it is read from the nearest ancestor process.
     """
     pid = pid or os.getpid()
-    for _ in range(32):
+    for _depth in range(32):
         try:
             with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
                 argv = [arg.decode("utf-8", "replace") for arg in handle.read().split(b"\0") if arg]

@@ -51,14 +51,14 @@ def parse_proc_net_snmp(text: str, source: str = "/proc/net/snmp") -> dict[str, 
 
     Sample (``/proc/net/snmp``, kernel 6.18, two of its pairs)::
 
-        Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
-        Tcp: 1 200 120000 -1 0 0 0 0 0 0 0 0 0 0 0
         Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
         Udp: 0 0 48 53 48 197 0 0 0
+        UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+        UdpLite: 0 0 0 0 0 0 0 0 0
 
-    gives ``{"TcpRtoAlgorithm": 1, ..., "TcpMaxConn": -1, ..., "UdpInErrors": 48,
-    "UdpRcvbufErrors": 48, "UdpSndbufErrors": 197, ...}`` (values may be negative: TcpMaxConn is
-    -1). ``IcmpMsg: InType3`` gives ``IcmpMsgInType3``; ``/proc/net/netstat``'s ``TcpExt:
+    gives ``{"UdpInDatagrams": 0, "UdpNoPorts": 0, "UdpInErrors": 48, "UdpRcvbufErrors": 48,
+    "UdpSndbufErrors": 197, ..., "UdpLiteInDatagrams": 0, ...}``. Values may be negative (the Tcp
+    pair's MaxConn is -1, giving ``"TcpMaxConn": -1``). ``IcmpMsg: InType3`` gives ``IcmpMsgInType3``; ``/proc/net/netstat``'s ``TcpExt:
     ListenOverflows`` gives ``TcpExtListenOverflows``. A section printed as several pairs
     (IcmpMsg with many types) is merged.
 

@@ -77,6 +77,7 @@ attributes:
     support: none
     description: Nothing on the host is changed.
   platform:
+    support: full
     platforms: linux
     description: Linux hosts with C(perf) (package C(linux-perf) on Debian/Ubuntu, C(perf) on RHEL/Fedora).
 notes:

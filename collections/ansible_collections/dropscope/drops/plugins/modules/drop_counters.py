@@ -42,6 +42,7 @@ attributes:
     support: none
     description: Nothing is changed, so there is no diff.
   platform:
+    support: full
     platforms: linux
     description: Linux hosts only.
 notes:

@@ -52,6 +52,7 @@ attributes:
     support: none
     description: No diff is produced.
   platform:
+    support: full
     platforms: posix
     description: Runs on the controller.
 seealso:
@@ -67,9 +68,9 @@ EXAMPLES = r"""
     runs_dir: "{{ playbook_dir }}/../runs"
     results:
       h1:
-        before: "{{ hostvars['h1'].dropscope_before }}"
-        capture: "{{ hostvars['h1'].dropscope_capture }}"
-        after: "{{ hostvars['h1'].dropscope_after }}"
+        before: "{{ hostvars['h1'].diagnose_before }}"
+        capture: "{{ hostvars['h1'].diagnose_capture }}"
+        after: "{{ hostvars['h1'].diagnose_after }}"
     manifest:
       command: "ansible-playbook playbooks/diagnose-drops.yml"
   delegate_to: localhost

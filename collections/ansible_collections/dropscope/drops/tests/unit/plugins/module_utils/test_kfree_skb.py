@@ -104,7 +104,7 @@ def test_format_errors_name_the_source():
     with pytest.raises(ValueError, match="^/sys/kernel/tracing/events/skb/kfree_skb/format: no 'format:' section"):
         parse_tracepoint_format("")
     with pytest.raises(ValueError, match="^fmt: no 'print fmt:' line"):
-        parse_tracepoint_format(OLD_FORMAT.split("print fmt")[0], source="fmt")
+        parse_tracepoint_format(OLD_FORMAT.split("print fmt", maxsplit=1)[0], source="fmt")
 
 
 def test_protocol_name():
