@@ -1,0 +1,196 @@
+"""Faults on a real lab: check mode, the controller killed mid-capture, the network cut, hostile names.
+
+Each test fails if the protection it checks is removed: no guardian → perf outlives a killed
+controller; no keepalives → the cut host hangs the play; no escaping → markup runs in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_fleet import REPO, _perf_captures_running
+
+pytestmark = pytest.mark.lab
+
+TRACING = Path("/sys/kernel/tracing")
+
+
+def _playbook(inventory: str, *extra: str, runs_dir: Path, run_id: str, check: bool = False) -> subprocess.Popen:
+    argv = ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", inventory,
+            "-e", f"runs_dir={runs_dir}", "-e", f"run_id={run_id}", *extra]
+    if check:
+        argv.append("--check")
+    # Its own session, so the test can SIGKILL the whole controller (workers, ssh clients) at once.
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_captures(lab: dict, playbook: subprocess.Popen, hosts: int = 3, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _perf_captures_running(lab) < hosts:
+        assert playbook.poll() is None, playbook.stdout.read()
+        assert time.monotonic() < deadline, f"captures did not start on {hosts} hosts within {timeout} s"
+        time.sleep(0.05)
+
+
+def _host_processes(lab: dict) -> dict[str, list[str]]:
+    """Per lab host, the commands of its processes other than its sshd listener and sessions."""
+    found = {}
+    for name, host in lab["hosts"].items():
+        pids = subprocess.run(["ip", "netns", "pids", host["netns"]], capture_output=True, text=True).stdout.split()
+        commands = []
+        for pid in pids:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and comm != "sshd":
+                commands.append(" ".join(Path(f"/proc/{pid}/cmdline").read_text().split("\0")).strip() or comm)
+        found[name] = commands
+    return found
+
+
+def _capture_dirs() -> set[str]:
+    return {str(p) for p in Path("/tmp").glob("dropscope-capture-*")}
+
+
+def _tracing_state() -> dict[str, str]:
+    state = {}
+    for path in (TRACING / "events/skb/kfree_skb/enable", TRACING / "events/skb/kfree_skb/filter"):
+        state[str(path)] = path.read_text() if path.exists() else "absent"
+    state["instances"] = " ".join(sorted(p.name for p in (TRACING / "instances").glob("*"))) \
+        if (TRACING / "instances").exists() else ""
+    return state
+
+
+def _wait_until(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return bool(predicate())
+
+
+def test_check_mode_runs_the_whole_playbook_without_capturing(lab3, tmp_path):
+    playbook = _playbook(lab3["inventory"], "-e", "duration=2", runs_dir=tmp_path, run_id="check", check=True)
+    perf_seen = 0
+    while playbook.poll() is None:
+        perf_seen = max(perf_seen, _perf_captures_running(lab3))
+        time.sleep(0.05)
+    output = playbook.stdout.read()
+    assert playbook.returncode == 0, output[-3000:]
+    assert perf_seen == 0, "check mode started a capture"
+    assert "Would capture 2 s of skb:kfree_skb drops on 3 host(s)" in output
+    assert "perf record -a -e skb:kfree_skb" in output
+    assert list(tmp_path.iterdir()) == [], "check mode wrote a run directory"
+
+
+def test_controller_killed_during_capture_leaves_nothing_on_the_hosts(lab3, tmp_path):
+    tracing_before = _tracing_state()
+    dirs_before = _capture_dirs()
+    duration = 3
+    playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="killed")
+    _wait_for_captures(lab3, playbook)
+    dirs_during = _capture_dirs() - dirs_before
+    assert len(dirs_during) >= 3, "each host's capture keeps its files in a dropscope-capture-* directory"
+    os.killpg(playbook.pid, signal.SIGKILL)
+    playbook.wait()
+    # Within the capture's own deadline plus a few seconds, every host is as it was.
+    assert _wait_until(lambda: not any(_host_processes(lab3).values()), duration + 15), _host_processes(lab3)
+    assert _wait_until(lambda: not (dirs_during & _capture_dirs()), 5), dirs_during & _capture_dirs()
+    assert _tracing_state() == tracing_before
+    assert not (tmp_path / "killed").exists(), "a killed run must not leave a run directory"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".killed")], "nor a half-written one"
+
+
+def test_network_cut_during_capture_makes_the_host_unreachable_without_hanging(lab3, tmp_path):
+    duration = 4
+    veth = lab3["hosts"]["h2"]["veth"]
+    playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="cut")
+    try:
+        _wait_for_captures(lab3, playbook)
+        subprocess.run(["ip", "link", "set", "dev", veth, "down"], check=True)
+        cut = time.monotonic()
+        output, _ = playbook.communicate(timeout=120)
+        waited = time.monotonic() - cut
+    finally:
+        subprocess.run(["ip", "link", "set", "dev", veth, "up"], check=True)
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+    # SSH keepalives (2 s x 3) give up on h2 a few seconds after the capture would have ended.
+    assert waited < duration + 20, f"the play waited {waited:.1f} s after the cut"
+    assert playbook.returncode == 2, output[-3000:]
+    manifest = json.loads((tmp_path / "cut" / "manifest.json").read_text())
+    statuses = {entry["host"]: entry["status"] for entry in manifest["hosts"]}
+    assert statuses == {"h1": "ok", "h2": "unreachable", "h3": "ok"}, manifest["hosts"]
+    h2 = json.loads((tmp_path / "cut" / "hosts" / "h2.json").read_text())
+    assert h2["error"].startswith("capture: ") and h2["before"] is not None
+    # h2's own capture still ended and cleaned up by itself, with nobody left to tell it.
+    assert _wait_until(lambda: not _host_processes(lab3)["h2"], duration + 15), _host_processes(lab3)
+
+
+HOSTILE_HOSTS = {
+    "h1": "../../etc/x",
+    "h2": "web 01 <img src=x onerror=window.__pwned=1>",
+    "h3": "h\u00e9llo\u2603 <b>x\"'$(id)",
+}
+HOSTILE_INTERFACES = ['<b>x"', "a'$(id)"]
+
+
+def test_hostile_host_and_interface_names(lab3, tmp_path, chromium_page):
+    inventory = tmp_path / "hostile.yml"
+    lab_vars = {}
+    for line in Path(lab3["inventory"]).read_text().split("[lab:vars]", 1)[1].splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            lab_vars[key.strip()] = value.strip().strip("'")
+    hosts = {name: {"ansible_host": lab3["hosts"][lab_name]["address"]} for lab_name, name in HOSTILE_HOSTS.items()}
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"lab": {"hosts": hosts, "vars": lab_vars}}}}))
+    runs_dir = tmp_path / "runs"
+    netns = lab3["hosts"]["h1"]["netns"]
+    playbook = _playbook(str(inventory), "-e", "duration=3", runs_dir=runs_dir, run_id="hostile")
+    try:
+        _wait_for_captures(lab3, playbook)
+        # Interfaces with markup and shell syntax in their names appear on h1 during the run.
+        subprocess.run(["ip", "-n", netns, "link", "add", HOSTILE_INTERFACES[0], "type", "veth",
+                        "peer", "name", HOSTILE_INTERFACES[1]], check=True)
+        output, _ = playbook.communicate(timeout=120)
+    finally:
+        subprocess.run(["ip", "-n", netns, "link", "del", HOSTILE_INTERFACES[0]], check=False)
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+    assert playbook.returncode == 0, output[-3000:]
+    # Nothing is written outside the run directory, whatever the host names.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.yml", "runs"]
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["hostile"]
+    run_dir = runs_dir / "hostile"
+    for path in (run_dir / "hosts").iterdir():
+        assert path.resolve().parent == (run_dir / "hosts").resolve()
+    assert not Path("/etc/x.json").exists()
+    report = json.loads((run_dir / "report.json").read_text())
+    by_host = {host["host"]: host for host in report["hosts"]}
+    assert sorted(by_host) == sorted(HOSTILE_HOSTS.values())
+    assert all(host["status"] == "ok" for host in by_host.values())
+    assert sorted(by_host["../../etc/x"]["appeared"]["interfaces"]) == sorted(HOSTILE_INTERFACES)
+
+    page, errors = chromium_page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto((run_dir / "report.html").as_uri())
+    page.wait_for_timeout(300)
+    text = page.inner_text("body")
+    for name in HOSTILE_HOSTS.values():
+        assert name in text, f"{name!r} is not shown literally"
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
+    assert errors == []
+    assert requests == [(run_dir / "report.html").as_uri()]
