@@ -107,3 +107,20 @@ def test_no_shell_and_security_rules_clean():
     offenders = [str(p.relative_to(REPO)) for p in REPO.glob("**/*.py")
                  if "shell=True" in p.read_text(errors="replace") and "tests" not in p.parts and ".venv" not in p.parts]
     assert offenders == []
+
+
+def test_execution_environment_build_context(tmp_path):
+    """execution-environment.yml is valid for ansible-builder and installs the collection and the package."""
+    files = REPO / "ee"
+    files.mkdir(exist_ok=True)
+    rc, out = _run(["ansible-galaxy", "collection", "build", str(COLLECTION), "--output-path", str(files), "--force"])
+    assert rc == 0, out
+    rc, out = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(files), "."])
+    assert rc == 0, out
+    context = tmp_path / "context"
+    rc, out = _run(["ansible-builder", "create", "-f", "execution-environment.yml", "--context", str(context)])
+    assert rc == 0, out
+    containerfile = next(p for p in context.iterdir() if p.name in ("Containerfile", "Dockerfile")).read_text()
+    assert "dropscope-drops-0.1.0.tar.gz" in containerfile
+    assert "pip install --no-deps /tmp/dropscope-0.1.0-py3-none-any.whl" in containerfile
+    assert (context / "_build" / "dropscope-drops-0.1.0.tar.gz").exists()

@@ -1,0 +1,75 @@
+"""Wall time and controller CPU of the diagnose playbook against its floor, on a lab of 3, 10 and 30 hosts.
+
+    python3 benchmarks/fleet_wall.py [--sizes 3,10,30] [--duration 5]
+
+For each size it builds a lab (`dropscope lab up`, name `dsbench`, 198.18.5.0/24), runs the floor play
+(benchmarks/floor.yml: the same number of tasks, a plain `sleep DURATION` as the capture) and the real
+diagnose playbook in the same run, and prints wall time, wall/floor ratio and controller CPU per host.
+Controller CPU is the CPU time of ansible-playbook and its children (workers, ssh clients); the lab
+hosts' own work (sshd, modules, perf) is not in it. Needs root. Lab hosts share this machine's cores
+with the controller, so from 10 hosts up the wall time also measures the hosts' CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = ["--name", "dsbench"]
+
+
+def _dropscope(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "dropscope", *args], check=True, capture_output=True,
+                          text=True, cwd=REPO).stdout
+
+
+def _timed(argv: list[str]) -> tuple[float, float, int]:
+    """(wall s, controller CPU s, exit code) of one ansible-playbook run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], file=sys.stderr)
+    return wall, cpu, proc.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="3,10,30")
+    parser.add_argument("--duration", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        _dropscope("lab", "down", *LAB)
+        try:
+            inventory = _dropscope("lab", "up", "--hosts", str(size), *LAB, "--subnet", "198.18.5.0/24").split()[-1]
+            with tempfile.TemporaryDirectory() as runs:
+                common = ["-i", inventory, "-e", f"duration={args.duration}", "-f", str(max(size, 5))]
+                floor = _timed(["ansible-playbook", "benchmarks/floor.yml", *common])
+                diagnose = _timed(["ansible-playbook", "playbooks/diagnose-drops.yml", *common,
+                                   "-e", f"runs_dir={runs}", "-e", "run_id=bench"])
+                size_kb = sum(p.stat().st_size for p in Path(runs, "bench", "hosts").glob("*.json")) / size / 1024
+            rows.append((size, floor, diagnose, size_kb))
+        finally:
+            _dropscope("lab", "down", *LAB)
+    print(f"capture {args.duration} s; CPU = controller (ansible-playbook and its children), per host")
+    print("| hosts | floor wall s | diagnose wall s | wall / floor | floor CPU s/host | diagnose CPU s/host | result KiB/host |")
+    print("|---|---|---|---|---|---|---|")
+    for size, floor, diagnose, size_kb in rows:
+        status = "" if floor[2] == diagnose[2] == 0 else f" (exit {floor[2]}/{diagnose[2]})"
+        print(f"| {size} | {floor[0]:.1f} | {diagnose[0]:.1f} | {diagnose[0] / floor[0]:.2f} | "
+              f"{floor[1] / size:.2f} | {diagnose[1] / size:.2f} | {size_kb:.0f}{status} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
