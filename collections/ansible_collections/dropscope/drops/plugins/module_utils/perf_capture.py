@@ -95,7 +95,7 @@ def _tail(path, limit=600):
 
 
 def run_perf_capture(capture, perf, sleep, duration, stacks=False, top=50, max_size_mb=256,
-                     deadline_s=None, reasons=None, tmp_root=None, env=None):
+                     deadline_s=None, reasons=None, tmp_root=None):
     """Record, then aggregate; fills and returns `capture`. Cleans up on every exit path."""
     if deadline_s is None:
         deadline_s = duration + 2 * RECORD_GRACE_S + 30
