@@ -62,7 +62,8 @@ def main() -> int:
         finally:
             _dropscope("lab", "down", *LAB)
     print(f"capture {args.duration} s; CPU = controller (ansible-playbook and its children), per host")
-    print("| hosts | floor wall s | diagnose wall s | wall / floor | floor CPU s/host | diagnose CPU s/host | result KiB/host |")
+    print("| hosts | floor wall s | diagnose wall s | wall / floor | floor CPU s/host | diagnose CPU s/host "
+          "| result KiB/host |")
     print("|---|---|---|---|---|---|---|")
     for size, floor, diagnose, size_kb in rows:
         status = "" if floor[2] == diagnose[2] == 0 else f" (exit {floor[2]}/{diagnose[2]})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_fleet import REPO, _perf_captures_running
+from test_fleet import REPO, _captures_ready
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +35,7 @@ def _playbook(inventory: str, *extra: str, runs_dir: Path, run_id: str, check: b
 
 def _wait_for_captures(lab: dict, playbook: subprocess.Popen, hosts: int = 3, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while _perf_captures_running(lab) < hosts:
+    while _captures_ready(lab) < hosts:
         assert playbook.poll() is None, playbook.stdout.read()
         assert time.monotonic() < deadline, f"captures did not start on {hosts} hosts within {timeout} s"
         time.sleep(0.05)
@@ -82,15 +83,16 @@ def _wait_until(predicate, timeout: float) -> bool:
 
 def test_check_mode_runs_the_whole_playbook_without_capturing(lab3, tmp_path):
     playbook = _playbook(lab3["inventory"], "-e", "duration=2", runs_dir=tmp_path, run_id="check", check=True)
-    perf_seen = 0
+    captures_seen = 0
     while playbook.poll() is None:
-        perf_seen = max(perf_seen, _perf_captures_running(lab3))
+        captures_seen = max(captures_seen, _captures_ready(lab3))
         time.sleep(0.05)
     output = playbook.stdout.read()
     assert playbook.returncode == 0, output[-3000:]
-    assert perf_seen == 0, "check mode started a capture"
+    assert captures_seen == 0, "check mode started a capture"
     assert "Would capture 2 s of skb:kfree_skb drops on 3 host(s)" in output
-    assert "perf record -a -e skb:kfree_skb" in output
+    # The command the chosen backend would run (auto picks per host; bpftrace here).
+    assert re.search(r"Capture commands: \[.*(bpftrace|perf record)", output, re.S), output[-2000:]
     assert list(tmp_path.iterdir()) == [], "check mode wrote a run directory"
 
 
@@ -194,3 +196,47 @@ def test_hostile_host_and_interface_names(lab3, tmp_path, chromium_page):
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert errors == []
     assert requests == [(run_dir / "report.html").as_uri()]
+
+
+def _module_pids(netns: str) -> list[int]:
+    """The Python processes running an Ansible module in NETNS (pipelined: python reads it from stdin)."""
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]).startswith("python"):
+            found.append(int(pid))
+    return found
+
+
+def test_module_killed_on_a_host_fails_that_host_and_its_guardian_cleans_up(lab3, tmp_path):
+    """SIGKILL of the capture module itself: perf (20 s) is stopped at once, not when its sleep ends."""
+    duration = 20
+    netns = lab3["hosts"]["h3"]["netns"]
+    dirs_before = _capture_dirs()
+    playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="modkill")
+    try:
+        _wait_for_captures(lab3, playbook)
+        # The module and its guardian are both Python; the guardian is in a session of its own.
+        module = [pid for pid in _module_pids(netns) if os.getsid(pid) != pid]
+        assert module, "no capture module found on h3"
+        for pid in module:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert _wait_until(lambda: not _host_processes(lab3)["h3"], 5), _host_processes(lab3)["h3"]
+        cleaned_in = time.monotonic() - killed
+        output, _ = playbook.communicate(timeout=120)
+    finally:
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+    assert cleaned_in < 5 < duration
+    assert not (_capture_dirs() - dirs_before), "the killed module's temp files are left"
+    assert playbook.returncode == 2, output[-3000:]
+    manifest = json.loads((tmp_path / "modkill" / "manifest.json").read_text())
+    statuses = {entry["host"]: entry["status"] for entry in manifest["hosts"]}
+    assert statuses == {"h1": "ok", "h2": "ok", "h3": "failed"}
+    h3 = next(entry for entry in manifest["hosts"] if entry["host"] == "h3")
+    assert h3["error"].startswith("capture: ")

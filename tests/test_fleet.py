@@ -1,7 +1,8 @@
-"""End to end on a real 3-host lab: real SSH, real ansible-playbook, real kernel drops, real perf.
+"""End to end on a real 3-host lab: real SSH, real ansible-playbook, real kernel drops, real bpftrace.
 
 h1 drops 500 UDP datagrams to port 8000 in an nft rule, h2 gets 300 datagrams to a closed port, and
-h3 overflows a tbf qdisc on transmit. The report must show exactly those numbers.
+h3 overflows a tbf qdisc on transmit. The report must show exactly those numbers; the default capture
+(auto -> bpftrace, netns self) counts each host's own drops only, so each host shows exactly its own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,25 +37,17 @@ def _netns_inode(path: str) -> int | None:
         return None
 
 
-def _perf_captures_running(lab: dict) -> int:
-    """How many of the lab's hosts have a perf capture whose events are enabled.
-
-    perf enables system-wide events before it lets its workload (`sleep DURATION`) exec, so a
-    `sleep` whose parent is `perf`, in a lab host's network namespace, means that capture is live.
-    """
+def _captures_ready(lab: dict) -> int:
+    """How many of the lab's hosts have a live capture: its guard wrote `ready` with the host's netns inode."""
     lab_netns = {_netns_inode(f"/run/netns/{host['netns']}") for host in lab["hosts"].values()}
     live = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for marker in Path(tempfile.gettempdir()).glob("dropscope-capture-*/ready"):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if comm != "sleep" or not Path(f"/proc/{rest[1]}/comm").read_text().startswith("perf"):
-                continue
+            inode = int(marker.read_text().strip() or 0)
         except (OSError, ValueError):
             continue
-        netns = _netns_inode(f"/proc/{rest[1]}/ns/net")
-        if netns in lab_netns:
-            live.add(netns)
+        if inode in lab_netns:
+            live.add(inode)
     return len(live)
 
 
@@ -78,7 +72,7 @@ def fleet_run(lab3, tmp_path_factory):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
-        while _perf_captures_running(lab3) < 3:
+        while _captures_ready(lab3) < 3:
             assert playbook.poll() is None, playbook.stdout.read()
             assert time.monotonic() < deadline, "the captures did not start on all 3 hosts within 60 s"
             time.sleep(0.05)
@@ -146,23 +140,38 @@ def test_counter_deltas_match_the_injected_drops(fleet_run):
 def test_capture_reasons_and_locations(fleet_run):
     report = fleet_run["report"]
     qdisc_dropped = fleet_run["h3_tbf_dropped"]
-    boot_ids = set()
-    for name in ("h1", "h2", "h3"):
-        host = _host(report, name)
+    hosts = {name: _host(report, name) for name in ("h1", "h2", "h3")}
+    for host in hosts.values():
         capture = host["capture"]
-        assert (capture["status"], capture["backend"], capture["scope"]) == ("ok", "perf", "kernel")
+        assert (capture["status"], capture["backend"], capture["scope"]) == ("ok", "bpftrace", "netns")
         assert capture["lost_events"] == 0
-        boot_ids.add(host["kernel"]["boot_id"])
-        # perf sees the whole kernel: every lab host's capture holds every host's drops.
-        assert _drops(host, "NETFILTER_DROP") == {"nft_do_chain": 500}
-        assert _drops(host, "NO_SOCKET").get("__udp4_lib_rcv") == 300
-        assert sum(_drops(host, "QDISC_DROP").values()) == qdisc_dropped
-    assert len(boot_ids) == 1
-    # One kernel: the fleet counts its drops once, not three times.
+    # netns self: each host holds exactly its own injected drops, none of its neighbours'.
+    assert _drops(hosts["h1"], "NETFILTER_DROP") == {"nft_do_chain": 500}
+    assert _drops(hosts["h2"], "NO_SOCKET").get("__udp4_lib_rcv") == 300
+    assert sum(_drops(hosts["h3"], "QDISC_DROP").values()) == qdisc_dropped
+    assert _drops(hosts["h2"], "NETFILTER_DROP") == {} and _drops(hosts["h3"], "NETFILTER_DROP") == {}
+    assert "__udp4_lib_rcv" not in _drops(hosts["h1"], "NO_SOCKET")
+    assert _drops(hosts["h1"], "QDISC_DROP") == {} and _drops(hosts["h2"], "QDISC_DROP") == {}
+    # Each host counts its own: the fleet adds them up (no kernel-scope capture to deduplicate).
     fleet = report["fleet"]
-    assert len(fleet["kernels"]) == 1 and sorted(fleet["kernels"][0]["hosts"]) == ["h1", "h2", "h3"]
+    assert fleet["kernels"] == []
     fleet_reasons = {entry["reason"]: entry["count"] for entry in fleet["reasons"]}
     assert fleet_reasons["NETFILTER_DROP"] == 500
+    assert fleet_reasons["NO_SOCKET"] >= 300
+
+
+def test_host_files_hold_ports_and_the_capabilities_ladder(fleet_run):
+    run_dir = fleet_run["run_dir"]
+    h1 = json.loads((run_dir / "hosts" / "h1.json").read_text())
+    ports = {(d["reason"], d.get("port")) for d in h1["capture"]["drops"]}
+    assert ("NETFILTER_DROP", 8000) in ports
+    h2 = json.loads((run_dir / "hosts" / "h2.json").read_text())
+    assert any(d["reason"] == "NO_SOCKET" and d.get("port") == 9000 and d["count"] == 300
+               for d in h2["capture"]["drops"])
+    for host in (h1, h2):
+        ladder = {rung["backend"]: rung for rung in host["capabilities"]["ladder"]}
+        assert host["capabilities"]["chosen"] == "bpftrace" and ladder["bpftrace"]["available"]
+        assert ladder["dropwatch"]["available"] is False
 
 
 def test_html_report_in_chromium(fleet_run, chromium_page):

@@ -10,12 +10,14 @@ from dropscope import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so `dropscope --version` stays fast and one broken part does not hide the others.
-    from dropscope import lab, report
+    from dropscope import check, compare, lab, report
 
     parser = argparse.ArgumentParser(prog="dropscope", description="Fleet-wide packet drop diagnosis.")
     parser.add_argument("--version", action="version", version=f"dropscope {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report.add_arguments(commands)
+    compare.add_arguments(commands)
+    check.add_arguments(commands)
     lab.add_arguments(commands)
     return parser
 

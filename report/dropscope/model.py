@@ -70,6 +70,7 @@ class HostRecord:
     before: JSON | None = None
     capture: JSON | None = None
     after: JSON | None = None
+    capabilities: JSON | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -125,7 +126,9 @@ def read_json(path: Path, label: str) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        hint = " (the file ends early: truncated?)" if exc.pos >= len(text.rstrip()) else ""
+        # An unterminated string is reported where it starts, but it too means the text ran out.
+        ends_early = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        hint = " (the file ends early: truncated?)" if ends_early else ""
         raise ValueError(f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}") from None
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"{label}: not valid JSON: {exc}") from None
@@ -346,6 +349,7 @@ def _load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
         before=document.get("before"),
         capture=document.get("capture"),
         after=document.get("after"),
+        capabilities=document.get("capabilities") if isinstance(document.get("capabilities"), dict) else None,
     )
     if isinstance(entry.get("host"), str) and entry["host"] != record.host:
         record.notes.append(f"manifest.json names this host {entry['host']!r}; {file} says {record.host!r}")
@@ -360,20 +364,82 @@ def load_run(run_dir: str | Path) -> Run:
     manifest = _load_manifest(run_dir)
     hosts = [_load_host(run_dir, index, entry) for index, entry in enumerate(manifest["hosts"])]
     run = Run(run_dir=run_dir, manifest=manifest, hosts=hosts)
+    run.warnings += run_warnings(run_dir, [host.file for host in hosts], [host.host for host in hosts])
+    return run
 
-    listed = {(run_dir / host.file).resolve() for host in hosts if host.file}
+
+def run_warnings(run_dir: Path, files: list[str], names: list[str]) -> list[str]:
+    """Stray host files and hosts listed twice."""
+    warnings = []
+    listed = {(run_dir / file).resolve() for file in files if file}
     hosts_dir = run_dir / "hosts"
     if hosts_dir.is_dir():
         for path in sorted(hosts_dir.glob("*.json")):
             if path.resolve() not in listed:
-                run.warnings.append(f"hosts/{path.name} is not listed in manifest.json and was ignored")
+                warnings.append(f"hosts/{path.name} is not listed in manifest.json and was ignored")
     seen: dict[str, int] = {}
-    for host in hosts:
-        seen[host.host] = seen.get(host.host, 0) + 1
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
     for name, count in seen.items():
         if count > 1:
-            run.warnings.append(f"host {name!r} appears {count} times in this run")
-    return run
+            warnings.append(f"host {name!r} appears {count} times in this run")
+    return warnings
+
+
+def rule_texts(record: HostRecord | None) -> dict[str, str]:
+    """Firewall rule key → rule text, from the host's snapshots (report.json carries only the counters)."""
+    texts: dict[str, str] = {}
+    for snapshot in (record.before, record.after) if record is not None else ():
+        for key, rule in ((snapshot or {}).get("firewall") or {}).items():
+            if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
+                texts[key] = rule["rule"]
+    return texts
+
+
+@dataclass
+class StreamedReport:
+    """A report built host by host: report.json, plus per host (run order) its notes and rule texts."""
+
+    report: JSON
+    notes: list[list[str]]
+    rule_texts: list[dict[str, str]]
+    warnings: list[str]
+
+
+def build_report_streaming(run_dir: str | Path, knowledge: Any = None) -> StreamedReport:
+    """report.json for a run, reading one host file at a time and keeping only its report parts.
+
+    The same document as `build_report(load_run(run_dir))`, without holding every snapshot in memory.
+    """
+    from dropscope.findings import finish_findings, host_findings
+    from dropscope.knowledge_base import default_knowledge
+
+    knowledge = knowledge or default_knowledge()
+    run_dir = Path(run_dir)
+    manifest = _load_manifest(run_dir)
+    hosts: list[JSON] = []
+    notes: list[list[str]] = []
+    texts: list[dict[str, str]] = []
+    files: list[str] = []
+    boot_ids: list[str | None] = []
+    for index, entry in enumerate(manifest["hosts"]):
+        record = _load_host(run_dir, index, entry)
+        host = host_report(record)
+        texts.append(rule_texts(record))
+        host["findings"] = host_findings(host, texts[-1], knowledge)
+        hosts.append(host)
+        notes.append(record.notes)
+        files.append(record.file)
+        capture = record.capture or {}
+        boot_ids.append(capture.get("boot_id") if capture.get("status") == "ok" else None)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "run": run_summary(manifest),
+        "fleet": fleet_summary(hosts, boot_ids),
+        "hosts": hosts,
+    }
+    finish_findings(report)
+    return StreamedReport(report, notes, texts, run_warnings(run_dir, files, [host["host"] for host in hosts]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -569,17 +635,24 @@ def snapshot_deltas(before: JSON, after: JSON) -> JSON:
 
 
 def group_drops(drops: Iterable[Mapping[str, Any]]) -> list[JSON]:
-    """Drop groups summed by reason × location × protocol (offsets merged), largest first."""
-    totals: dict[tuple[str, str, str | None], int] = {}
+    """Drop groups summed by reason × location × protocol × port (offsets merged), largest first.
+
+    `port` (the local L4 port, from backends that read packet headers) is kept only where known.
+    """
+    totals: dict[tuple[str, str, str | None, int | None], int] = {}
     for drop in drops:
-        key = (drop["reason"], drop["location"], drop.get("protocol"))
+        key = (drop["reason"], drop["location"], drop.get("protocol"), drop.get("port"))
         totals[key] = totals.get(key, 0) + drop["count"]
-    ordered = sorted(totals.items(), key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2] or ""))
-    return [
-        {"reason": reason, "location": location, "protocol": protocol, "count": count}
-        for (reason, location, protocol), count in ordered
-        if count
-    ]
+    ordered = sorted(totals.items(),
+                     key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2] or "", item[0][3] or 0))
+    groups = []
+    for (reason, location, protocol, port), count in ordered:
+        if count:
+            group = {"reason": reason, "location": location, "protocol": protocol, "count": count}
+            if port is not None:
+                group["port"] = port
+            groups.append(group)
+    return groups
 
 
 def capture_summary(capture: JSON | None) -> JSON | None:
@@ -674,10 +747,23 @@ def host_report(record: HostRecord) -> JSON:
         "resets": [],
         "appeared": {"interfaces": [], "qdiscs": []},
         "vanished": {"interfaces": [], "qdiscs": []},
+        "capabilities": capabilities_summary(record.capabilities),
     }
     if record.before is not None and record.after is not None:
         report.update(snapshot_deltas(record.before, record.after))
     return report
+
+
+def capabilities_summary(capabilities: JSON | None) -> JSON | None:
+    """The report.json `capabilities` part: which capture backend was chosen and why the others were not."""
+    if not capabilities:
+        return None
+    ladder = [
+        {"backend": rung.get("backend"), "available": bool(rung.get("available")), "reason": rung.get("reason")}
+        for rung in capabilities.get("ladder") or []
+        if isinstance(rung, dict)
+    ]
+    return {"chosen": capabilities.get("chosen"), "ladder": ladder}
 
 
 def run_summary(manifest: Mapping[str, Any]) -> JSON:
@@ -694,19 +780,27 @@ def run_summary(manifest: Mapping[str, Any]) -> JSON:
     }
 
 
-def build_report(run: Run) -> JSON:
-    """The whole report.json document (hosts in manifest order)."""
+def build_report(run: Run, knowledge: Any = None) -> JSON:
+    """The whole report.json document (hosts in manifest order), with findings and verdicts.
+
+    `knowledge` is a dropscope.knowledge_base.KnowledgeBase (default: the shipped one).
+    """
+    from dropscope.findings import add_findings
+    from dropscope.knowledge_base import default_knowledge
+
     hosts = [host_report(record) for record in run.hosts]
     boot_ids = [
         (record.capture or {}).get("boot_id") if (record.capture or {}).get("status") == "ok" else None
         for record in run.hosts
     ]
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "run": run_summary(run.manifest),
         "fleet": fleet_summary(hosts, boot_ids),
         "hosts": hosts,
     }
+    add_findings(report, [rule_texts(record) for record in run.hosts], knowledge or default_knowledge())
+    return report
 
 
 _DROPISH = re.compile(

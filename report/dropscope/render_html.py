@@ -1,7 +1,11 @@
 """Render report.json (see docs/run-format.md) as one self-contained HTML page.
 
-The page needs no network: CSS and a small script are inline, and a Content-Security-Policy with the
-script's sha256 hash forbids everything else. Every value is escaped by Jinja2's autoescape.
+The page needs no network: CSS and one script are inline, and a Content-Security-Policy with the
+script's sha256 hash forbids everything else. The fleet overview (verdict, cards, top reasons, fleet
+findings) is rendered here with Jinja2's autoescape; the hosts are embedded once as JSON in a
+`<script type="application/json">` block (every `<`, `>` and `&` written as \\u escapes) and the
+script draws only the visible rows of the host table and the one host that is opened, with
+textContent (never innerHTML), so 10,000 hosts stay a small DOM.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,13 +20,27 @@ import jinja2
 from markupsafe import Markup
 
 from dropscope import __version__
-from dropscope.model import JSON, HostRecord, Run, host_drop_total, is_drop_counter
+from dropscope.findings import DROP_RULE
+from dropscope.knowledge_base import KnowledgeBase, default_knowledge
+from dropscope.model import JSON, Run, host_drop_total, is_drop_counter, rule_texts
 
-MATRIX_REASONS = 12  # reason columns in the host × reason table; the rest are summed in "other"
+MATRIX_REASONS = 12  # reason columns in the host × reason heat-map; the rest are summed in "other"
 TOP_FLEET_ROWS = 10  # rows in the fleet's top reasons / top locations
 SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
 PROBLEMS_SHOWN = 20  # failed/unreachable hosts listed in the fleet overview
+FLEET_FINDINGS_SHOWN = 50
+OTHER_ROWS_UP_TO_HOSTS = 2_000  # larger fleets leave traffic counters to report.json (page size)
 STATUS_ORDER = {"failed": 0, "unreachable": 1, "ok": 2}
+VERDICT_ORDER = {"problem": 0, "warning": 1, "unknown": 2, "ok": 3}
+SECTION_TITLES = {
+    "interfaces": "Interfaces",
+    "protocols": "Protocols",
+    "softnet": "Softnet (all CPUs)",
+    "qdiscs": "Qdiscs",
+    "sockets": "UDP sockets",
+    "firewall": "Firewall rules",
+}
+OBJECT_TITLES = {"interfaces": "Interface", "qdiscs": "Qdisc", "sockets": "Socket", "firewall": "Rule"}
 
 
 def csp_hash(script: str) -> str:
@@ -63,97 +80,57 @@ def format_seconds(value: float | None) -> str:
     return f"{value:,.1f} s" if value < 100 else f"{value:,.0f} s"
 
 
-def heat_style(count: int, maximum: int) -> str:
-    """Inline style shading a heat-map cell by its share of the largest cell (never from user data)."""
-    if count <= 0 or maximum <= 0:
-        return ""
-    share = (count / maximum) ** 0.5  # square root: small counts still visible next to a huge one
-    alpha = 0.10 + 0.80 * share
-    color = "#fff" if alpha > 0.55 else "#1f2933"
-    return f"background:rgba(200,40,40,{alpha:.2f});color:{color}"
-
-
 def bar_style(count: int, maximum: int) -> str:
     """Inline style for a horizontal bar of count / maximum."""
     width = 0 if maximum <= 0 else max(1.0, 100 * count / maximum)
     return f"width:{width:.1f}%"
 
 
+def embed_json(data: Any) -> Markup:
+    """JSON safe inside <script type="application/json">: no `<`, `>` or `&` can end or alter the element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return Markup(text)  # noqa: S704 (escaped above: the only markup-significant characters are gone)
+
+
 def _rate(delta: int, interval_s: float | None) -> float | None:
-    return delta / interval_s if interval_s else None
-
-
-_DROP_RULE = re.compile(r"\b(drop|reject)\b")
+    return round(delta / interval_s, 3) if interval_s else None
 
 
 def _counter_rows(
-    section: str, counters: Mapping[str, Any], interval_s: float | None, rule_texts: Mapping[str, str]
-) -> list[JSON]:
-    """Flat rows {section, object, detail, counter, delta, rate, gauge, drop, signal} for one counters section.
-
-    `drop`: the counter counts lost packets (by its name; sockets always; firewall rules whose text drops or
-    rejects). `signal`: worth showing first (drops, qdisc overlimits and non-zero queue gauges).
-    """
-    rows: list[JSON] = []
-    dropping_rules = {key for key, text in rule_texts.items() if _DROP_RULE.search(text)}
+    section: str, counters: Mapping[str, Any], interval_s: float | None, texts: Mapping[str, str]
+) -> list:
+    """Rows [object, counter, delta, rate, gauge, drop, signal, detail] of one counters section."""
+    rows = []
 
     def add(obj: str | None, counter: str, value: int) -> None:
         gauge = section == "qdiscs" and counter.endswith("_now")
+        rule_drops = section == "firewall" and bool(DROP_RULE.search(texts.get(obj or "", "")))
         if section == "sockets":
             drop = True
         elif section == "firewall":
-            drop = counter == "packets" and bool(_DROP_RULE.search(rule_texts.get(obj or "", "")))
+            drop = counter == "packets" and rule_drops
         else:
             drop = not gauge and counter != "overlimits" and is_drop_counter(counter)
-        rows.append(
-            {
-                "section": section,
-                "object": obj,
-                "detail": rule_texts.get(obj or "") if section == "firewall" else None,
-                "counter": counter,
-                "delta": value,
-                "rate": None if gauge else _rate(value, interval_s),
-                "gauge": gauge,
-                "drop": drop,
-                "signal": drop or gauge or counter == "overlimits" or (section == "firewall" and obj in dropping_rules),
-            }
-        )
+        signal = drop or gauge or counter == "overlimits" or rule_drops
+        detail = texts.get(obj or "") if section == "firewall" else None
+        rows.append([obj, counter, value, None if gauge else _rate(value, interval_s), gauge, drop, signal, detail])
 
     if section in ("protocols", "softnet"):
         for counter, value in counters.items():
-            if value:  # softnet always carries dropped/time_squeeze, even at 0
+            if value:
                 add(None, counter, value)
     else:
         for obj, values in counters.items():
             for counter, value in values.items():
                 add(obj, counter, value)
-    rows.sort(key=lambda row: (not row["drop"], row["gauge"], -row["delta"]))
+    rows.sort(key=lambda row: (not row[5], row[4], -row[2]))
     return rows
 
 
-def _rule_texts(record: HostRecord | None) -> dict[str, str]:
-    """Firewall rule key → rule text, from the host's snapshots (report.json carries only the counters)."""
-    texts: dict[str, str] = {}
-    for snapshot in (record.before, record.after) if record is not None else ():
-        for key, rule in ((snapshot or {}).get("firewall") or {}).items():
-            if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
-                texts[key] = rule["rule"]
-    return texts
-
-
-SECTION_TITLES = {
-    "interfaces": "Interfaces",
-    "protocols": "Protocols",
-    "softnet": "Softnet (all CPUs)",
-    "qdiscs": "Qdiscs",
-    "sockets": "UDP sockets",
-    "firewall": "Firewall rules",
-}
-OBJECT_TITLES = {"interfaces": "Interface", "qdiscs": "Qdisc", "sockets": "Socket", "firewall": "Rule"}
-
-
 def _kernel_notes(report: JSON) -> dict[str, JSON]:
-    """host name → {shares_with, counted_from, boot_id} for hosts whose kernel is shared."""
+    """host name → {boot_id, shares_with, more, counted_from, counted_here} for hosts whose kernel is shared."""
     notes: dict[str, JSON] = {}
     for kernel in report["fleet"]["kernels"]:
         if len(kernel["hosts"]) < 2:
@@ -177,89 +154,161 @@ def _reason_counts(host: JSON) -> dict[str, int]:
     return counts
 
 
-def build_view(report: JSON, run: Run | None = None) -> JSON:
-    """Everything the template shows, precomputed (the template only lays it out)."""
-    fleet = report["fleet"]
-    notes_by_index = [record.notes for record in run.hosts] if run is not None else []
-    kernel_notes = _kernel_notes(report)
+def _knowledge_entry(finding: JSON, knowledge: KnowledgeBase) -> JSON | None:
+    """The knowledge behind a finding (meaning, causes, next) for the drill-down."""
+    entry = knowledge.reason(finding["reason"]) if finding.get("reason") else None
+    if entry is None and finding["key"].startswith("counter:"):
+        rule_id = finding["key"].removeprefix("counter:")
+        entry = next((rule.entry for rule in knowledge.counters if rule.id == rule_id), None)
+    if entry is None:
+        return None
+    return {name: entry.get(name) for name in ("meaning", "causes", "next") if entry.get(name)}
 
-    hosts: list[JSON] = []
-    for index, host in enumerate(report["hosts"]):
-        capture = host.get("capture")
-        drops_total = host_drop_total(host)
-        duration = (capture or {}).get("duration_s")
-        drop_rows = [
-            {
-                **drop,
-                "share": 100 * drop["count"] / drops_total if drops_total else 0,
-                "rate": drop["count"] / duration if duration else None,
-            }
-            for drop in (capture or {}).get("drops") or []
-        ]
-        record = run.hosts[index] if run is not None and index < len(run.hosts) else None
-        rule_texts = _rule_texts(record)
-        sections, other_rows = [], []
-        for section in SECTION_TITLES:
-            rows = _counter_rows(section, host["counters"].get(section) or {}, host.get("interval_s"), rule_texts)
-            other_rows += [row for row in rows if not row["signal"]]
-            signal_rows = [row for row in rows if row["signal"]]
-            if signal_rows:
-                sections.append(
-                    {
-                        "name": section,
-                        "title": SECTION_TITLES[section],
-                        "object": OBJECT_TITLES.get(section),
-                        "rows": signal_rows,
-                    }
-                )
-        drop_rows_by_size = sorted(
-            (row for section in sections for row in section["rows"] if row["drop"]), key=lambda row: -row["delta"]
-        )
-        hosts.append(
-            {
-                "anchor": f"host-{index + 1}",
-                "report": host,
-                "drops": drops_total,
-                "reasons": _reason_counts(host),
-                "drop_rows": drop_rows,
-                "sections": sections,
-                "other_rows": other_rows,
-                "top_counter": drop_rows_by_size[0] if drop_rows_by_size else None,
-                "kernel_note": kernel_notes.get(host["host"]),
-                "notes": notes_by_index[index] if index < len(notes_by_index) else [],
-                "appeared": [(k, v) for k, v in host["appeared"].items() if v],
-                "vanished": [(k, v) for k, v in host["vanished"].items() if v],
-            }
-        )
-    hosts.sort(
-        key=lambda h: (
-            -h["drops"],
-            -(h["top_counter"] or {}).get("delta", 0),
-            STATUS_ORDER.get(h["report"]["status"], 3),
-            h["report"]["host"],
-        )
-    )
+
+def _finding_view(finding: JSON, knowledge: KnowledgeBase, library: dict[str, Any]) -> JSON:
+    """A finding for the page; its knowledge text is stored once per key in LIBRARY."""
+    key = finding["key"]
+    if key not in library:
+        library[key] = _knowledge_entry(finding, knowledge)
+    evidence = finding["evidence"]
+    return {
+        "k": key,
+        "t": finding["title"],
+        "s": finding["severity"],
+        "a": finding["attribution"],
+        "to": finding.get("attributed_to") or [],
+        "r": finding.get("reason"),
+        "kn": finding["known"],
+        "b": finding["benign"],
+        "dir": finding["direction"],
+        "e": finding["explanation"],
+        "adv": finding["advice"],
+        "knobs": finding["knobs"],
+        "c": evidence["count"],
+        "rate": evidence["rate"],
+        "ev": [[row["section"], row["object"], row["counter"], row["delta"], row["rate"], row.get("detail")]
+               for row in evidence["counters"]],
+        "dr": [[d["reason"], d["location"], d.get("protocol"), d["count"], d["rate"]] for d in evidence["drops"]],
+    }  # fmt: skip
+
+
+def build_view(
+    report: JSON,
+    run: Run | None = None,
+    *,
+    notes: list[list[str]] | None = None,
+    texts: list[dict[str, str]] | None = None,
+    warnings: list[str] | None = None,
+    knowledge: KnowledgeBase | None = None,
+) -> JSON:
+    """Everything the template shows, precomputed: the overview for Jinja2 and the data for the script."""
+    knowledge = knowledge or default_knowledge()
+    fleet = report["fleet"]
+    if run is not None:
+        notes = [record.notes for record in run.hosts]
+        texts = [rule_texts(record) for record in run.hosts]
+        warnings = list(run.warnings)
+    notes, texts, warnings = notes or [], texts or [], warnings or []
+    kernel_notes = _kernel_notes(report)
+    with_other_rows = len(report["hosts"]) <= OTHER_ROWS_UP_TO_HOSTS
 
     reason_totals: dict[str, int] = {}
-    for host in hosts:
-        for reason, count in host["reasons"].items():
+    per_host_reasons = []
+    for host in report["hosts"]:
+        counts = _reason_counts(host)
+        per_host_reasons.append(counts)
+        for reason, count in counts.items():
             reason_totals[reason] = reason_totals.get(reason, 0) + count
     ranked_reasons = sorted(reason_totals, key=lambda r: (-reason_totals[r], r))
     columns = ranked_reasons[:MATRIX_REASONS]
-    cell_max = max((count for host in hosts for count in host["reasons"].values()), default=0)
-    for host in hosts:
-        host["cells"] = [
-            (host["reasons"].get(reason, 0), heat_style(host["reasons"].get(reason, 0), cell_max)) for reason in columns
-        ]
-        other = sum(count for reason, count in host["reasons"].items() if reason not in columns)
-        host["other_cell"] = (other, heat_style(other, cell_max))
+    column_index = {reason: index for index, reason in enumerate(columns)}
 
+    library: dict[str, Any] = {}
+    rows, details = [], []
+    for index, host in enumerate(report["hosts"]):
+        capture = host.get("capture")
+        drops_total = host_drop_total(host)
+        cells = [0] * len(columns)
+        other = 0
+        for reason, count in per_host_reasons[index].items():
+            if reason in column_index:
+                cells[column_index[reason]] = count
+            else:
+                other += count
+        host_texts = texts[index] if index < len(texts) else {}
+        sections, other_rows, drop_rows = [], [], []
+        for section in SECTION_TITLES:
+            section_rows = _counter_rows(
+                section, host["counters"].get(section) or {}, host.get("interval_s"), host_texts
+            )
+            signal = [row for row in section_rows if row[6]]
+            other_rows += [[section, *row] for row in section_rows if not row[6]]
+            drop_rows += [row for row in signal if row[5]]
+            if signal:
+                sections.append([section, SECTION_TITLES[section], OBJECT_TITLES.get(section), signal])
+        top_counter = max(drop_rows, key=lambda row: row[2], default=None)
+        findings = host.get("findings") or []
+        top_finding = next((f for f in findings if f["severity"] != "info"), None)
+        severities = [sum(1 for f in findings if f["severity"] == level) for level in ("problem", "warning", "info")]
+        note = kernel_notes.get(host["host"])
+        rows.append({
+            "i": index, "n": host["host"], "s": host["status"], "v": host.get("verdict", "unknown"),
+            "d": drops_total if capture else -1, "c": cells, "o": other,
+            "f": top_finding["title"] if top_finding else None, "fs": severities,
+            "tc": [top_counter[1], top_counter[0]] if top_counter else None,
+            "td": top_counter[2] if top_counter else -1,
+            "nc": bool(host["counters"]),
+            "l": (capture or {}).get("lost_events"),
+            "sh": bool(note and not note["counted_here"]),
+        })  # fmt: skip
+        duration = (capture or {}).get("duration_s")
+        details.append({
+            "error": host.get("error"), "kernel": host["kernel"], "interval": host.get("interval_s"),
+            "capture": None if capture is None else {k: v for k, v in capture.items() if k != "drops"},
+            "drops": [[d["reason"], d["location"], d.get("protocol"), d["count"],
+                       round(100 * d["count"] / drops_total, 1) if drops_total else 0,
+                       round(d["count"] / duration, 3) if duration else None, d.get("port")]
+                      for d in (capture or {}).get("drops") or []],
+            "ladder": [[rung["backend"], rung["available"], rung["reason"]]
+                       for rung in (host.get("capabilities") or {}).get("ladder") or []],
+            "findings": [_finding_view(f, knowledge, library) for f in findings],
+            "sections": sections,
+            "other": other_rows if with_other_rows else None,
+            "other_count": len(other_rows),
+            "resets": host.get("resets") or [],
+            "appeared": {k: v for k, v in (host.get("appeared") or {}).items() if v},
+            "vanished": {k: v for k, v in (host.get("vanished") or {}).items() if v},
+            "kernel_note": note,
+            "notes": notes[index] if index < len(notes) else [],
+        })  # fmt: skip
+
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (
+            VERDICT_ORDER.get(rows[i]["v"], 4),
+            -rows[i]["d"],
+            -rows[i]["td"],
+            STATUS_ORDER.get(rows[i]["s"], 3),
+            rows[i]["n"],
+        ),
+    )
+    hosts_sorted = [rows[i] for i in order]
     top_reasons = fleet["reasons"][:TOP_FLEET_ROWS]
     top_locations = fleet["locations"][:TOP_FLEET_ROWS]
+    problems = sorted(
+        (row for row in rows if row["s"] != "ok"), key=lambda row: (STATUS_ORDER.get(row["s"], 3), row["n"])
+    )
+    errors = {row["i"]: report["hosts"][row["i"]].get("error") for row in problems[:PROBLEMS_SHOWN]}
+    cell_max = max((count for row in rows for count in row["c"]), default=0)
+    cell_max = max([cell_max, *(row["o"] for row in rows)])
     return {
         "version": __version__,
         "run": report["run"],
         "fleet": fleet,
+        "verdict": fleet.get("verdict", "unknown"),
+        "verdicts": fleet.get("verdicts") or {},
+        "fleet_findings": (fleet.get("findings") or [])[:FLEET_FINDINGS_SHOWN],
+        "more_fleet_findings": max(0, len(fleet.get("findings") or []) - FLEET_FINDINGS_SHOWN),
         "shared_kernels": sum(1 for kernel in fleet["kernels"] if len(kernel["hosts"]) > 1),
         "hosts_on_shared": sum(len(kernel["hosts"]) for kernel in fleet["kernels"] if len(kernel["hosts"]) > 1),
         "top_reasons": [(row, bar_style(row["count"], top_reasons[0]["count"])) for row in top_reasons],
@@ -268,13 +317,17 @@ def build_view(report: JSON, run: Run | None = None) -> JSON:
         "more_locations": max(0, len(fleet["locations"]) - TOP_FLEET_ROWS),
         "columns": columns,
         "other_column": len(ranked_reasons) > MATRIX_REASONS,
-        "hosts": hosts,
-        "problems": sorted(
-            (h for h in hosts if h["report"]["status"] != "ok"),
-            key=lambda h: (STATUS_ORDER.get(h["report"]["status"], 3), h["report"]["host"]),
-        ),
-        "problems_shown": PROBLEMS_SHOWN,
-        "warnings": list(run.warnings) if run is not None else [],
+        "problems": [(row, errors.get(row["i"])) for row in problems[:PROBLEMS_SHOWN]],
+        "problem_count": len(problems),
+        "warnings": warnings,
+        "data": {
+            "columns": columns,
+            "other_column": len(ranked_reasons) > MATRIX_REASONS,
+            "cell_max": cell_max,
+            "hosts": hosts_sorted,
+            "details": details,
+            "knowledge": library,
+        },
     }
 
 
@@ -291,10 +344,23 @@ def _environment() -> jinja2.Environment:
     env.filters["seconds"] = format_seconds
     env.filters["jsonish"] = lambda value: value if isinstance(value, str) else json.dumps(value)
     env.filters["csp_hash"] = lambda script: Markup(csp_hash(str(script)))  # noqa: S704 (base64 and quotes only)
+    env.filters["embed_json"] = embed_json
     return env
 
 
-def render_html(report: JSON, run: Run | None = None) -> str:
-    """The report page for a report.json document; `run` adds per-host collection notes and warnings."""
-    view = build_view(report, run)
+def render_html(
+    report: JSON,
+    run: Run | None = None,
+    *,
+    notes: list[list[str]] | None = None,
+    texts: list[dict[str, str]] | None = None,
+    warnings: list[str] | None = None,
+    knowledge: KnowledgeBase | None = None,
+) -> str:
+    """The report page for a report.json document.
+
+    `run` (a loaded run) or `notes`/`texts`/`warnings` (from a streamed build) add per-host collection
+    notes, firewall rule texts and run warnings.
+    """
+    view = build_view(report, run, notes=notes, texts=texts, warnings=warnings, knowledge=knowledge)
     return _environment().get_template("report.html.j2").render(view=view)

@@ -207,9 +207,13 @@ def advance(
     return after
 
 
-def drop(reason: str, location: str, count: int, protocol: str = "IPv4", offset: str = "0x4bc") -> JSON:
-    """One capture drop group."""
-    return {"reason": reason, "location": location, "offset": offset, "protocol": protocol, "count": count}
+def drop(reason: str, location: str, count: int, protocol: str = "IPv4", offset: str = "0x4bc",
+         port: int | None = None) -> JSON:
+    """One capture drop group (`port`: the local L4 port, as the bpftrace backend reports it)."""
+    group = {"reason": reason, "location": location, "offset": offset, "protocol": protocol, "count": count}
+    if port is not None:
+        group["port"] = port
+    return group
 
 
 def make_capture(
@@ -256,6 +260,17 @@ def make_capture(
     }
 
 
+def make_capabilities(chosen: str = "bpftrace") -> JSON:
+    """What drop_capabilities finds on this project's kernel: no NET_DM, so no dropwatch."""
+    ladder = [
+        {"backend": "bpftrace", "available": True, "reason": None},
+        {"backend": "perf", "available": True, "reason": None},
+        {"backend": "tracefs", "available": True, "reason": None},
+        {"backend": "dropwatch", "available": False, "reason": "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"},
+    ]
+    return {"schema_version": SCHEMA_VERSION, "kernel_release": "6.18.44", "ladder": ladder, "chosen": chosen}
+
+
 def make_host(
     host: str,
     *,
@@ -264,10 +279,14 @@ def make_host(
     before: JSON | None = None,
     capture: JSON | None = None,
     after: JSON | None = None,
+    capabilities: JSON | None = None,
 ) -> JSON:
-    """A hosts/<file>.json document."""
+    """A hosts/<file>.json document (an ok host gets the default capabilities ladder)."""
+    if capabilities is None and status == "ok":
+        capabilities = make_capabilities((capture or {}).get("backend") or "bpftrace")
     return {"schema_version": SCHEMA_VERSION, "kind": "dropscope-host", "host": host, "status": status,
-            "error": error, "before": before, "capture": capture, "after": after}  # fmt: skip
+            "error": error, "capabilities": capabilities, "before": before, "capture": capture,
+            "after": after}  # fmt: skip
 
 
 def simple_host(

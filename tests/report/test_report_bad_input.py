@@ -188,6 +188,9 @@ def test_partial_hosts_keep_what_they_have(tmp_path: Path) -> None:
         "resets": [],
         "appeared": {"interfaces": [], "qdiscs": []},
         "vanished": {"interfaces": [], "qdiscs": []},
+        "capabilities": None,
+        "findings": [],
+        "verdict": "unknown",
     }
     html = render_html(report, run)
     assert "Connection timed out" in html

@@ -34,7 +34,7 @@ def _doc_examples() -> dict[str, dict]:
     """The JSON examples of docs/run-format.md by what they are (placeholders in the host example → null)."""
     examples = {}
     for block in re.findall(r"```json\n(.*?)\n```", RUN_FORMAT.read_text(encoding="utf-8"), re.S):
-        document = json.loads(re.sub(r"\b(SNAPSHOT|CAPTURE)\b", "null", block))
+        document = json.loads(re.sub(r"\b(SNAPSHOT|CAPTURE|CAPABILITIES)\b", "null", block))
         if "system" in document:
             examples["snapshot"] = document
         elif "backend" in document:
@@ -62,7 +62,7 @@ def _lab_like_run(run_dir: Path) -> Path:
     firewall = dict([make_rule("inet", "dropscope_lab", "input", 3, "udp dport 8000 drop")])
     sockets = [make_socket("udp", "0.0.0.0", 9000, 1, inode=77)]  # noqa: S104
     before = make_snapshot("h1", boot_id="k1", qdiscs=qdiscs, firewall=firewall, sockets=sockets)
-    host = simple_host("h1", [drop("NETFILTER_DROP", "nft_do_chain", 500)], boot_id="k1")
+    host = simple_host("h1", [drop("NETFILTER_DROP", "nft_do_chain", 500, port=8000)], boot_id="k1")
     host["before"] = before
     after = advance(
         before,
@@ -102,6 +102,15 @@ def test_report_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
     assert host["resets"][0].keys() == doc_host["resets"][0].keys()
     assert host["appeared"].keys() == doc_host["appeared"].keys()
     assert host["vanished"].keys() == doc_host["vanished"].keys()
+    assert host["verdict"] == doc_host["verdict"] == "problem"
+    finding = next(f for f in host["findings"] if f["key"] == "NETFILTER_DROP")
+    doc_finding = doc_host["findings"][0]
+    assert finding.keys() == doc_finding.keys()
+    assert finding["evidence"].keys() == doc_finding["evidence"].keys()
+    assert finding["evidence"]["drops"][0].keys() == doc_finding["evidence"]["drops"][0].keys()
+    assert finding["evidence"]["counters"][0].keys() == doc_finding["evidence"]["counters"][0].keys()
+    assert finding["explanation"].split(" (")[0] == doc_finding["explanation"].split(" (")[0]
+    assert report["fleet"]["verdicts"].keys() == documented["fleet"]["verdicts"].keys()
     # The numbers of the documented example, reproduced.
     assert host["interval_s"] == 5.1
     assert host["counters"] == {

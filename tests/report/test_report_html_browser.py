@@ -1,4 +1,8 @@
-"""report.html in real headless Chromium: self-contained, hostile names inert, sorting and filtering work."""
+"""report.html in real headless Chromium: self-contained, hostile names inert, sorting and filtering work.
+
+The page embeds the hosts as JSON and its script draws the host table's visible rows and the one host
+that is opened (by its link / #host-N), so hosts are looked at in the table and in the opened section.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from dropscope.synthetic import (
     simple_host,
     write_run,
 )
-from playwright.sync_api import Browser, Locator, Page
+from playwright.sync_api import Browser, Locator, Page, expect
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -94,10 +98,19 @@ def test_page_loads_offline_with_no_errors(page: Page, report_file: tuple[Path, 
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
 
 
+def _open_host(page: Page, name: str) -> Locator:
+    """Click a host's link in the table; returns its opened section."""
+    page.locator("#host-matrix tbody td.host a").filter(has_text=re.compile(f"^{re.escape(name)}$")).click()
+    section = page.locator("#host-detail section.host")
+    # The section is drawn on the hash change that follows the click: wait for it, do not race it.
+    expect(section.locator("h2")).to_have_text(name)
+    return section
+
+
 def test_every_host_and_reason_is_shown(page: Page, report_file: tuple[Path, dict]) -> None:
     _, report = report_file
     host_names = [host["host"] for host in report["hosts"]]
-    assert page.locator("section.host h2").all_text_contents() == [
+    assert page.locator("#host-matrix tbody td.host a").all_text_contents() == [
         OTHER_HOSTILE[0],  # 500 drops
         HOSTILE_HOST,  # 301
         OTHER_HOSTILE[1],  # 189
@@ -105,9 +118,13 @@ def test_every_host_and_reason_is_shown(page: Page, report_file: tuple[Path, dic
         "zulu.example",
         "broken.example",  # failed before unreachable at 0 drops
         "down.example",
-    ]  # worst first
+    ]  # worst first: verdict, then drops
+    assert page.locator("#host-matrix tbody td:nth-child(2)").all_text_contents() == [
+        "problem", "problem", "problem", "problem", "warning", "unknown", "unknown"
+    ]
     matrix_hosts = page.locator("#host-matrix tbody td.host a").all_text_contents()
     assert sorted(matrix_hosts) == sorted(host_names)
+    assert page.locator("section.host").count() == 0  # no host is drawn until one is opened
     body = page.locator("body").inner_text()
     for reason in ("NO_SOCKET", "NETFILTER_DROP", "QDISC_DROP", "SOCKET_RCVBUFF", "TCP_OLD_DATA", "XDP"):
         assert page.locator("#host-matrix thead th", has_text=reason).count() == 1
@@ -122,12 +139,18 @@ def test_hostile_names_are_inert_text(page: Page) -> None:
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.locator("img").count() == 0
     assert page.locator("b").count() == 0
-    assert page.locator("script").count() == 1  # only the page's own
-    assert page.get_by_text(HOSTILE_HOST, exact=True).count() >= 2  # matrix link and section heading
-    interface_cells = page.locator("td code", has_text=HOSTILE_INTERFACE)
+    assert page.locator("script").count() == 2  # the page's own script and its JSON data
+    assert page.locator('script[type="application/json"]').count() == 1
+    section = _open_host(page, HOSTILE_HOST)
+    assert page.get_by_text(HOSTILE_HOST, exact=True).count() >= 2  # table link and section heading
+    interface_cells = section.locator(".counters-interfaces td code", has_text=HOSTILE_INTERFACE)
     assert interface_cells.count() == 1 and interface_cells.first.inner_text() == HOSTILE_INTERFACE
+    assert HOSTILE_INTERFACE in section.locator(".finding").first.locator("xpath=..").inner_text()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img").count() == 0 and page.locator("b").count() == 0
     for name in OTHER_HOSTILE:
-        assert page.locator("section.host h2", has_text=name).first.inner_text() == name
+        assert _open_host(page, name).locator("h2").inner_text() == name
+        assert page.locator("b").count() == 0
 
 
 def test_the_same_markup_unescaped_would_run(browser: Browser, tmp_path: Path) -> None:
@@ -155,7 +178,7 @@ def _matrix_hosts(page: Page) -> list[str]:
 
 
 def _matrix_drops(page: Page) -> list[int]:
-    cells = page.locator("#host-matrix tbody tr td:nth-child(3)").all_text_contents()
+    cells = page.locator("#host-matrix tbody tr td:nth-child(4)").all_text_contents()
     return [-1 if text == "–" else int(text.replace(",", "")) for text in cells]
 
 
@@ -182,8 +205,8 @@ def test_clicking_headers_sorts_tables(page: Page) -> None:
     _header(matrix, "Drops").click()
     assert _matrix_drops(page) == sorted(_matrix_drops(page))
 
-    drops_table = page.locator("section.host", has_text="__pwned").locator("table.drops-table")
-    counts = drops_table.locator("tbody td:nth-child(4)")
+    drops_table = _open_host(page, HOSTILE_HOST).locator("table.drops-table")
+    counts = drops_table.locator("tbody td:nth-child(5)")  # Reason, Location, Protocol, Port, Drops
     assert counts.all_text_contents() == ["300", "1"]
     _header(drops_table, "Drops").click()
     _header(drops_table, "Drops").click()
@@ -198,14 +221,18 @@ def test_filter_box_hides_other_hosts(page: Page) -> None:
         "down.example",
         "zulu.example",
     ]
-    assert page.locator("section.host:visible").count() == 4
+    assert page.locator("#host-matrix tbody tr").count() == 4  # rows not shown are not drawn at all
     assert page.locator("#host-filter-count").inner_text() == "4 of 7 hosts"
 
     page.locator("#host-filter").fill("unreachable")
-    assert page.locator("section.host:visible h2").all_text_contents() == ["down.example"]
+    assert page.locator("#host-matrix tbody td.host a").all_text_contents() == ["down.example"]
+
+    page.locator("#host-filter").fill("warning")  # verdicts filter too
+    assert page.locator("#host-matrix tbody td.host a").all_text_contents() == ["zulu.example"]
 
     page.locator("#host-filter").fill("")
-    assert page.locator("section.host:visible").count() == 7
+    assert page.locator("#host-matrix tbody tr").count() == 7
+    assert page.locator("#host-filter-count").inner_text() == ""
 
 
 def test_host_links_jump_to_sections(page: Page) -> None:
@@ -215,3 +242,59 @@ def test_host_links_jump_to_sections(page: Page) -> None:
     link.click()
     assert page.evaluate("location.hash") == target
     assert page.locator(f"{target} h2").inner_text() == "zulu.example"
+
+
+def test_fleet_verdict_first_and_findings_in_the_drill_down(page: Page, report_file: tuple[Path, dict]) -> None:
+    _, report = report_file
+    verdict = page.locator("#fleet-verdict")
+    assert "verdict-problem" in (verdict.get_attribute("class") or "")
+    assert verdict.inner_text().startswith("Fleet verdict: PROBLEM")  # text-transform: the DOM says "problem"
+    assert verdict.locator("strong").text_content() == report["fleet"]["verdict"] == "problem"
+    # The verdict banner comes before the host table in the page.
+    assert page.evaluate(
+        "document.getElementById('fleet-verdict').compareDocumentPosition(document.getElementById('host-matrix'))"
+        " & Node.DOCUMENT_POSITION_FOLLOWING"
+    )
+    section = _open_host(page, "alpha.example")
+    findings = section.locator(".finding")
+    assert findings.count() == 1
+    finding = findings.first
+    assert finding.get_attribute("data-key") == "SOCKET_RCVBUFF"
+    assert "sev-problem" in (finding.get_attribute("class") or "")
+    assert finding.locator(".explanation").inner_text().startswith("alpha.example: the application on a socket")
+    assert "net.core.rmem_max" in finding.locator(".knobs").inner_text()
+    assert finding.locator(".advice").inner_text().startswith("Fix: Raise net.core.rmem_max")
+    finding.locator("details.evidence summary").click()
+    assert "__udp_enqueue_schedule_skb" in finding.locator("table.evidence").inner_text()
+    assert section.locator("figure.chart svg g").count() == 1  # one rate bar: SOCKET_RCVBUFF
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report-host-findings.png"), full_page=True)
+
+
+def test_ten_thousand_hosts_load_and_filter_to_one(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The page for 10,000 hosts draws only a page of rows; filtering finds one host and opens it."""
+    from dropscope.report import write_reports
+    from dropscope.synthetic import synthetic_fleet
+
+    run_dir = write_run(tmp_path_factory.mktemp("big") / "run", synthetic_fleet(10_000, seed=7, unreachable_every=97))
+    _, html_path, _ = write_reports(run_dir)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(html_path.as_uri(), timeout=120_000)
+    rows = page.locator("#host-matrix tbody tr")
+    assert rows.count() == 200  # one page, not 10,000 rows
+    assert page.locator("#host-pager .range").inner_text() == "Showing 1–200 of 10,000 hosts"
+    page.locator("#host-filter").fill("host04242.")
+    assert rows.count() == 1
+    assert page.locator("#host-filter-count").inner_text() == "1 of 10,000 hosts"
+    page.locator("#host-matrix tbody td.host a").click()
+    assert page.locator("#host-detail section.host h2").inner_text() == "host04242.dc1.example"
+    assert page.locator("#host-detail .finding").count() >= 1
+    page.locator("#host-filter").fill("unreachable")
+    assert rows.count() == 103  # every 97th host
+    page.locator("#host-pager .next").is_hidden()
+    assert errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report-10000-hosts.png"))
+    page.close()

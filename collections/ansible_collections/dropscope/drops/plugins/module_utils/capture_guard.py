@@ -13,6 +13,10 @@ the capture's temporary directory when either happens first:
 
 Process groups are registered before they can do anything and unregistered before they are reaped,
 so the guardian never signals a process group id that the kernel could have reused.
+
+Directories outside the temporary directory (an ftrace instance under
+``/sys/kernel/tracing/instances/``) can be registered with ``remove_dir_on_exit``: the guardian
+removes them (``rmdir``, retried while the kernel says EBUSY) after stopping the process groups.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,6 +36,23 @@ import time
 TERM_GRACE_S = 1.0
 # How often the module polls a child it waits for (without reaping it).
 POLL_S = 0.05
+# How long a registered directory's removal is retried while the kernel answers EBUSY.
+RMDIR_RETRY_S = 2.0
+
+
+def _remove_dir(path, retry_s=RMDIR_RETRY_S):
+    """rmdir `path` (an empty directory or an ftrace instance); retried on EBUSY. True if it is gone."""
+    end = time.monotonic() + retry_s
+    while True:
+        try:
+            os.rmdir(path)
+            return True
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return True
+            if exc.errno != errno.EBUSY or time.monotonic() >= end:
+                return False
+        time.sleep(0.05)
 
 
 def _kill_group(pgid, grace=TERM_GRACE_S):
@@ -55,6 +76,7 @@ def _kill_group(pgid, grace=TERM_GRACE_S):
 def _guardian(read_fd, tmpdir, deadline):
     """Body of the guardian process: wait for EOF or the deadline, then stop groups and remove tmpdir."""
     groups = set()
+    dirs = []
     buffered = b""
     while True:
         remaining = deadline - time.monotonic()
@@ -73,11 +95,19 @@ def _guardian(read_fd, tmpdir, deadline):
                 groups.add(int(line[1:]))
             elif line.startswith(b"-"):
                 groups.discard(int(line[1:]))
+            elif line.startswith(b"d"):
+                dirs.append(bytes.fromhex(line[1:].decode("ascii")))
+            elif line.startswith(b"k"):
+                path = bytes.fromhex(line[1:].decode("ascii"))
+                if path in dirs:
+                    dirs.remove(path)
     for pgid in groups:
         try:
             _kill_group(pgid)
         except OSError:
             pass
+    for path in reversed(dirs):
+        _remove_dir(path)
     shutil.rmtree(tmpdir, ignore_errors=True)
 
 
@@ -97,6 +127,7 @@ class CaptureGuard:
         self._write_fd = None
         self._guardian_pid = None
         self._children = []
+        self._dirs = []
 
     def __enter__(self):
         read_fd, write_fd = os.pipe()
@@ -130,11 +161,42 @@ class CaptureGuard:
     def remaining(self):
         return self.deadline - time.monotonic()
 
-    def start(self, argv, stdout=None, stderr=None):
+    def mark_ready(self):
+        """Write `ready` (holding this process's network namespace inode) into the temporary directory.
+
+        Tests and benchmarks outside the module wait for it to know the probe is live.
+        """
+        try:
+            inode = os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            inode = 0
+        with open(self.path("ready"), "w") as handle:
+            handle.write("%d\n" % inode)
+
+    def remove_dir_on_exit(self, path):
+        """Register a directory that must be removed (rmdir) on every exit path, e.g. an ftrace instance.
+
+        Call it before creating the directory, so there is no moment where it exists unregistered.
+        """
+        encoded = os.fsencode(path)
+        self._tell("d" + encoded.hex())
+        self._dirs.append(encoded)
+
+    def remove_dir_now(self, path):
+        """Remove a registered directory now (rmdir, retried on EBUSY); True if it is gone."""
+        encoded = os.fsencode(path)
+        gone = _remove_dir(encoded)
+        if gone and encoded in self._dirs:
+            self._dirs.remove(encoded)
+            self._tell("k" + encoded.hex())
+        return gone
+
+    def start(self, argv, stdout=None, stderr=None, stdin=None, env=None):
         """Start argv in its own process group (never through a shell) and register that group."""
         # Registered right after exec; a module killed inside that window leaves at most a capture
         # that ends by itself (perf's workload is `sleep DURATION`).
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                stdout=stdout, stderr=stderr, env=env,
                                 start_new_session=True, close_fds=True)
         self._tell("+%d" % proc.pid)
         self._children.append(proc)
@@ -180,6 +242,8 @@ class CaptureGuard:
                 _kill_group(proc.pid, grace=0.5)
             self._release(proc)
             proc.wait()
+        for path in reversed(list(self._dirs)):
+            self.remove_dir_now(path)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         if self._write_fd is not None:
             os.close(self._write_fd)

@@ -13,22 +13,26 @@ module: drop_capture
 short_description: Capture where the kernel drops packets (skb:kfree_skb) for a few seconds
 version_added: 0.1.0
 description:
-  - Records the C(skb:kfree_skb) tracepoint for O(duration) seconds with
-    C(perf record -a -e skb:kfree_skb) and aggregates the events on the host, so only counts by drop
-    reason, kernel location (function, with the offset kept separately) and protocol come back, plus
-    the top kernel stacks when O(stacks=true).
+  - Counts the C(skb:kfree_skb) tracepoint for O(duration) seconds and aggregates on the host, so only
+    counts by drop reason, kernel location (function, with the offset kept separately) and protocol
+    come back (plus L4 protocol and destination port with bpftrace, and the top kernel stacks with
+    perf and O(stacks=true)).
+  - "Backends: V(bpftrace) (a kernel map, printed once at the end; exact per network namespace),
+    V(perf) (C(perf record -a -e skb:kfree_skb), streamed through an aggregator), V(tracefs) (a private
+    ftrace instance read through C(trace_pipe)), V(dropwatch) (needs the kernel's NET_DM). V(auto)
+    tries them in that order, skipping those M(dropscope.drops.drop_capabilities) finds unavailable, and
+    says why in RV(capture.auto)."
   - Reason names come from the host's own C(events/skb/kfree_skb/format), since the enum differs
     between kernel versions.
-  - The result is bounded in size whatever the drop rate (the top O(top) groups and an C(other) bucket),
-    and the perf data file is bounded by O(max_size_mb).
-  - The capture has its own deadline on the host (O(timeout)) and a guardian process that stops perf
-    and removes the temporary files on every exit path, including the module being killed or its SSH
-    connection being cut.
-  - perf sees the whole kernel, not one network namespace; the result records this as
-    RV(capture.scope=kernel) with the kernel's boot_id, so hosts that share one kernel (containers,
-    network namespaces) are counted once in fleet totals.
-  - When perf is not installed the module does not fail; it returns RV(capture.status=unavailable) with
-    the reason.
+  - The result is bounded in size whatever the drop rate (the top O(top) groups and an C(other) bucket).
+  - A rate guard measures the kernel-wide drop rate for 0.25 s in a private ftrace instance first; above
+    O(max_event_rate) it turns stacks off and captures only a window of the duration, and says so in
+    RV(capture.guard).
+  - The capture has its own deadline on the host (O(timeout)) and a guardian process that stops the
+    tracer, removes the temporary files and the ftrace instance on every exit path, including the module
+    being killed or its SSH connection being cut.
+  - When no backend works the module does not fail; it returns RV(capture.status=unavailable) with the
+    reason.
 options:
   duration:
     description:
@@ -37,19 +41,52 @@ options:
     default: 10
   backend:
     description:
-      - How to capture. V(auto) picks the best way available on the host; today that is V(perf).
+      - How to capture. V(auto) picks the cheapest backend that works on the host (bpftrace with BTF, then
+        perf, tracefs, dropwatch) and moves on to the next when one is unavailable.
     type: str
-    choices: [auto, perf]
+    choices: [auto, bpftrace, perf, tracefs, dropwatch]
     default: auto
+  netns:
+    description:
+      - V(self) counts only drops in the network namespace the module runs in (RV(capture.scope=netns)),
+        which gives exact per-host counts when hosts share a kernel (containers, network namespaces).
+      - V(all) counts every namespace of the kernel (RV(capture.scope=kernel)); each drop group then has a
+        C(netns) field.
+      - Only V(bpftrace) can tell namespaces apart; the other backends always have scope V(kernel).
+    type: str
+    choices: [self, all]
+    default: self
+  port:
+    description:
+      - Count only packets to this TCP/UDP destination port (read from the packet headers); V(0) counts all.
+      - Needs the V(bpftrace) backend.
+    type: int
+    default: 0
+  exclude_reasons:
+    description:
+      - Drop reason names not to count, for example V(NOT_SPECIFIED). The V(tracefs) backend filters them
+        in the kernel (by number); the others leave them out of the result.
+    type: list
+    elements: str
+    default: []
+  max_event_rate:
+    description:
+      - Rate guard, in kfree_skb events per second, measured kernel-wide for 0.25 s before the capture.
+        Above it, stacks are turned off and only a window of O(duration) is captured
+        (O(duration) * O(max_event_rate) / rate seconds, at least 1), so the capture costs about as much as
+        at O(max_event_rate). V(0) turns the guard off.
+    type: int
+    default: 50000
   stacks:
     description:
-      - Also record kernel call stacks (C(perf record -g)) and return the most frequent ones.
+      - Also record kernel call stacks (C(perf record -g), perf backend only) and return the most frequent ones.
       - Costs much more on a host that drops many packets (about half the throughput at 200k drops/s).
     type: bool
     default: false
   top:
     description:
-      - How many reason × location × protocol groups to return; the rest are summed in RV(capture.other).
+      - How many reason × location × protocol (× L4 protocol × port with bpftrace) groups to return; the rest
+        are summed in RV(capture.other).
     type: int
     default: 50
   max_size_mb:
@@ -71,7 +108,7 @@ options:
 attributes:
   check_mode:
     support: full
-    description: In check mode only the pre-flight checks run (perf present, tracepoint readable) and the
+    description: In check mode only the pre-flight checks run (which backend would be used) and the
       command that would run is returned; nothing is captured.
   diff_mode:
     support: none
@@ -79,12 +116,14 @@ attributes:
   platform:
     support: full
     platforms: linux
-    description: Linux hosts with C(perf) (package C(linux-perf) on Debian/Ubuntu, C(perf) on RHEL/Fedora).
+    description: Linux hosts with bpftrace (and kernel BTF), perf, tracefs or dropwatch (with NET_DM).
 notes:
-  - Needs root (C(become=true)) or C(kernel.perf_event_paranoid) low enough for system-wide tracepoints.
-  - perf mounts tracefs at C(/sys/kernel/tracing) if it is not mounted yet.
+  - Needs root (C(become=true)); perf alone can also work with C(kernel.perf_event_paranoid=-1).
+  - When tracefs is not mounted (for example inside C(ip netns exec)), the module mounts it at
+    C(/sys/kernel/tracing) for the capture and unmounts it afterwards, as perf does for itself.
 seealso:
   - module: dropscope.drops.drop_counters
+  - module: dropscope.drops.drop_capabilities
 author:
   - dropscope maintainers (@dropscope)
 """
@@ -95,11 +134,20 @@ EXAMPLES = r"""
   become: true
   register: capture
 
-- name: Capture 30 seconds with kernel stacks, keep the top 20 groups
+- name: Capture 30 seconds with perf and kernel stacks, keep the top 20 groups
   dropscope.drops.drop_capture:
     duration: 30
+    backend: perf
     stacks: true
     top: 20
+  become: true
+  register: capture
+
+- name: Count drops of packets to port 8000 in this host's network namespace only
+  dropscope.drops.drop_capture:
+    backend: bpftrace
+    netns: self
+    port: 8000
   become: true
   register: capture
 
@@ -120,9 +168,9 @@ capture:
       type: int
       sample: 1
     backend:
-      description: The way the drops were captured.
+      description: The way the drops were captured (V(bpftrace), V(perf), V(tracefs) or V(dropwatch)).
       type: str
-      sample: perf
+      sample: bpftrace
     status:
       description: V(ok), V(unavailable) (no way to capture on this host; see RV(capture.reason)), V(failed),
         or V(check_mode).
@@ -133,9 +181,10 @@ capture:
       type: str
       sample: "perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora)"
     scope:
-      description: V(kernel) when the backend sees every network namespace of the kernel.
+      description: V(kernel) when the counts cover every network namespace of the kernel, V(netns) when
+        they cover only the host's own (O(netns=self) with bpftrace).
       type: str
-      sample: kernel
+      sample: netns
     boot_id:
       description: The kernel's boot_id; hosts with the same one share the kernel.
       type: str
@@ -146,14 +195,14 @@ capture:
       description: The O(duration) asked for.
       type: int
     duration_s:
-      description: How long perf actually recorded, in seconds.
+      description: How long the backend actually recorded, in seconds.
       type: float
       sample: 10.02
     started_wall:
       description: Wall-clock time when recording started (seconds since the epoch).
       type: float
     command:
-      description: The perf command that ran, as a list of arguments.
+      description: The command that ran, as a list of arguments (for tracefs, the instance and event).
       type: list
       elements: str
       sample: ["/usr/bin/perf", "record", "-a", "-e", "skb:kfree_skb", "--max-size", "256M", "-o", "perf.data",
@@ -163,17 +212,22 @@ capture:
       type: int
       sample: 812
     lost_events:
-      description: Events perf could not keep up with.
+      description: Events the backend could not keep up with (perf lost chunks, tracefs ring-buffer overruns).
       type: int
       sample: 0
     truncated:
-      description: True when the capture was cut short (deadline or O(max_size_mb)); counts are then a lower bound.
+      description: True when the capture was cut short (deadline, O(max_size_mb), a full bpftrace map, or the
+        rate guard's window); counts are then a lower bound.
       type: bool
     drops:
-      description: Counts by reason, location, offset and protocol, largest first, at most O(top).
+      description:
+        - Counts by reason, location, offset and protocol, largest first, at most O(top).
+        - With bpftrace also C(l4) (V(udp), V(tcp), V(icmp)… or null) and C(port) (TCP/UDP destination port or
+          null), and with O(netns=all) C(netns) (the namespace inode).
       type: list
       elements: dict
-      sample: [{"reason": "NO_SOCKET", "location": "__udp4_lib_rcv", "offset": "0x4bc", "protocol": "IPv4", "count": 300}]
+      sample: [{"reason": "NO_SOCKET", "location": "__udp4_lib_rcv", "offset": "0x4bc", "protocol": "IPv4",
+                "l4": "udp", "port": 9000, "count": 300}]
     other:
       description: Events in groups beyond O(top).
       type: dict
@@ -186,21 +240,41 @@ capture:
       description: How many drop reason names the host's tracepoint format lists.
       type: int
       sample: 127
+    auto:
+      description: How the backend was chosen. C(requested) (O(backend)), C(chosen) (null when none worked),
+        C(why) (a sentence), and C(tried), the rungs skipped or tried with their status and reason.
+      type: dict
+      sample: {"requested": "auto", "chosen": "bpftrace", "why": "bpftrace is the cheapest rung that works here",
+               "tried": [{"backend": "bpftrace", "status": "ok", "reason": null, "seconds": 4.3}]}
+    guard:
+      description: The rate guard. C(max_event_rate), C(measured_rate) (kernel-wide events/s, null if not
+        measured), C(active), C(actions) (what it changed, as sentences), C(window_s) (seconds captured) and
+        C(stacks) (whether stacks were recorded).
+      type: dict
+      sample: {"max_event_rate": 50000, "measured_rate": 212000, "active": true, "window_s": 3, "stacks": false,
+               "actions": ["captured 3 s of 10 s (sampling in time): counts cover the window only"]}
 """
 
-import os
+
 import signal
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.dropscope.drops.plugins.module_utils.perf_capture import (
+from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import collect_capabilities
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import (
+    BACKENDS,
+    DEFAULT_MAX_EVENT_RATE,
+    Host,
+    TracefsMount,
+    candidates,
+    check_mode_command,
+    check_params,
     new_capture,
-    read_reason_names,
-    record_command,
-    run_perf_capture,
+    run_capture,
+    rung_reason,
 )
+from ansible_collections.dropscope.drops.plugins.module_utils.perf_capture import read_reason_names
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, read_system
 
-MAX_DURATION = 3600
 PERF_MISSING = "perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora), or run the playbook with dropscope_install_perf=true"
 
 
@@ -213,7 +287,11 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             duration=dict(type="int", default=10),
-            backend=dict(type="str", default="auto", choices=["auto", "perf"]),
+            backend=dict(type="str", default="auto", choices=list(BACKENDS)),
+            netns=dict(type="str", default="self", choices=["self", "all"]),
+            port=dict(type="int", default=0),
+            exclude_reasons=dict(type="list", elements="str", default=[]),
+            max_event_rate=dict(type="int", default=DEFAULT_MAX_EVENT_RATE),
             stacks=dict(type="bool", default=False),
             top=dict(type="int", default=50),
             max_size_mb=dict(type="int", default=256),
@@ -223,51 +301,44 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if not 1 <= params["duration"] <= MAX_DURATION:
-        module.fail_json(msg="duration must be between 1 and %d seconds, got %d" % (MAX_DURATION, params["duration"]))
-    if not 1 <= params["top"] <= 10000:
-        module.fail_json(msg="top must be between 1 and 10000, got %d" % params["top"])
-    if not 1 <= params["max_size_mb"] <= 65536:
-        module.fail_json(msg="max_size_mb must be between 1 and 65536, got %d" % params["max_size_mb"])
-    if params["timeout"] and params["timeout"] <= params["duration"]:
-        module.fail_json(msg="timeout (%d s) must be longer than duration (%d s)" % (params["timeout"], params["duration"]))
-    if params["tmpdir"] is not None and not os.path.isdir(params["tmpdir"]):
-        module.fail_json(msg="tmpdir %s is not a directory" % params["tmpdir"])
+    problem = check_params(params)
+    if problem:
+        module.fail_json(msg=problem)
 
-    reader = HostReader(run_command=module.run_command, find_bin=module.get_bin_path)
+    def find_bin(name):
+        return module.get_bin_path(name, opt_dirs=["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/sbin"])
+
+    host = Host(module.run_command, find_bin)
+    reader = HostReader(run_command=module.run_command, find_bin=find_bin)
     system = read_system(reader)
-    capture = new_capture(params["duration"], params["stacks"], system["boot_id"], system["netns_inode"])
-    format_info = read_reason_names(reader.read_text)
-    capture["reason_names"] = len(format_info["reasons"])
-
-    perf = module.get_bin_path("perf", opt_dirs=["/usr/sbin", "/sbin"])
-    if perf is None:
-        capture["status"] = "unavailable"
-        capture["reason"] = PERF_MISSING
-        module.exit_json(changed=False, capture=capture)
-    rc, out, err = module.run_command([perf, "--version"])
-    if rc != 0:
-        capture["status"] = "unavailable"
-        capture["reason"] = "perf does not run on this kernel: %s" % (err or out).strip()[:300]
-        module.exit_json(changed=False, capture=capture)
-
-    sleep = module.get_bin_path("sleep", required=True)
-    if module.check_mode:
-        capture["status"] = "check_mode"
-        capture["command"] = record_command(perf, sleep, "perf.data", params["duration"], params["stacks"],
-                                            params["max_size_mb"])
-        module.exit_json(changed=False, capture=capture)
-
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
-    try:
-        run_perf_capture(
-            capture, perf, sleep, params["duration"], stacks=params["stacks"], top=params["top"],
-            max_size_mb=params["max_size_mb"], deadline_s=params["timeout"] or params["duration"] + 60,
-            reasons=format_info["reasons"], tmp_root=params["tmpdir"],
-        )
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="Capture with perf failed: %s" % exc, capture=capture)
+    # Inside `ip netns exec` tracefs is not mounted: mount it for the capture, and in check mode just
+    # long enough to read the tracepoint, so check mode reports the backend a real run would use.
+    with TracefsMount(host) as mount:
+        format_info = read_reason_names(reader.read_text)
+        reasons = format_info["reasons"]
+        caps = collect_capabilities(reader)
+        if module.check_mode:
+            order, tried = candidates(params["backend"], caps["ladder"])
+            backend = order[0] if order else params["backend"]
+            capture = new_capture(backend, params["duration"], params["stacks"], system["boot_id"],
+                                  system["netns_inode"], len(reasons))
+            reason = rung_reason(caps["ladder"], backend) or (None if order else "no capture backend works here")
+            capture["status"] = "unavailable" if reason else "check_mode"
+            capture["reason"] = reason
+            if params["backend"] == "perf" and caps["tools"]["perf"]["path"] is None:
+                capture["reason"] = PERF_MISSING
+            capture["command"] = check_mode_command(backend, host, params) if not reason else []
+            capture["auto"] = {"requested": params["backend"], "chosen": backend if not reason else None,
+                               "tried": tried, "why": None}
+            module.exit_json(changed=False, capture=capture)
+        try:
+            capture = run_capture(host, params, system, reasons, caps, mount.root)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="Capture failed: %s" % exc)
+    if capture["backend"] == "perf" and capture["status"] == "unavailable" and caps["tools"]["perf"]["path"] is None:
+        capture["reason"] = PERF_MISSING
     # A capture that is unavailable or failed is data for the report, not a task failure.
     module.exit_json(changed=False, capture=capture)
 

@@ -36,7 +36,9 @@ options:
     type: str
   results:
     description:
-      - Per inventory host name, a dictionary with the registered results C(before), C(capture) and C(after).
+      - Per inventory host name, a dictionary with the registered results C(before), C(capture) and C(after),
+        and optionally C(capabilities) (M(dropscope.drops.drop_capabilities)), stored in the host file when it
+        succeeded.
     type: dict
     required: true
   manifest:

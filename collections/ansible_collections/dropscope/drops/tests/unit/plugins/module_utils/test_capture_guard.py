@@ -108,3 +108,39 @@ def test_hard_deadline_stops_a_capture_whose_owner_is_still_alive():
     finally:
         owner.kill()
         owner.wait()
+
+
+# An owner that registers a directory outside its temporary directory (as the tracefs backend does with
+# its ftrace instance), creates it, reports, then waits to be killed.
+OWNER_WITH_DIR = """
+import json, os, sys, time
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+guard = CaptureGuard(deadline_s=60).__enter__()
+guard.remove_dir_on_exit(sys.argv[1])
+os.mkdir(sys.argv[1])
+print(json.dumps({"tmpdir": guard.tmpdir}), flush=True)
+time.sleep(120)
+"""
+
+
+def test_registered_directory_is_removed_when_the_owner_is_killed(tmp_path):
+    target = str(tmp_path / "instance-like")
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_WITH_DIR, target], stdout=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    state = json.loads(owner.stdout.readline())
+    assert os.path.isdir(target)
+    owner.kill()
+    owner.wait()
+    assert _wait_until(lambda: not os.path.exists(target), 5), "registered directory left after SIGKILL"
+    assert _wait_until(lambda: not os.path.exists(state["tmpdir"]), 5)
+
+
+def test_registered_directory_is_removed_on_normal_exit_and_can_be_removed_early(tmp_path):
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    with CaptureGuard(deadline_s=30) as guard:
+        for path in (first, second):
+            guard.remove_dir_on_exit(path)
+            os.mkdir(path)
+        assert guard.remove_dir_now(first) is True
+        assert not os.path.exists(first) and os.path.isdir(second)
+    assert not os.path.exists(second)

@@ -109,3 +109,15 @@ def test_complete_manifest_duration():
     manifest = complete_manifest({"started": "2026-11-27T03:00:00+00:00", "command": ["x"]}, now=1795748412.5)
     assert manifest["finished"] == "2026-11-27T03:00:12.500000+00:00"
     assert manifest["duration_s"] == 12.5
+
+
+def test_host_record_keeps_capabilities_when_present_and_never_fails_without():
+    from ansible_collections.dropscope.drops.plugins.module_utils.run_record import host_record
+
+    ok = {"before": {"snapshot": {}}, "capture": {"capture": {}}, "after": {"snapshot": {}}}
+    caps = {"ladder": [{"backend": "bpftrace", "available": True, "reason": None}], "chosen": "bpftrace"}
+    record = host_record("h1", dict(ok, capabilities={"changed": False, "capabilities": caps}))
+    assert record["status"] == "ok" and record["capabilities"] == caps
+    for missing in (None, {"failed": True, "msg": "boom"}, {"skipped": True}):
+        record = host_record("h1", dict(ok, capabilities=missing))
+        assert record["status"] == "ok" and "capabilities" not in record

@@ -28,6 +28,9 @@ def _run(capsys, args):
     ({"max_size_mb": 0}, "max_size_mb must be between 1 and 65536, got 0"),
     ({"duration": 10, "timeout": 5}, "timeout (5 s) must be longer than duration (10 s)"),
     ({"tmpdir": "/nonexistent/dir"}, "tmpdir /nonexistent/dir is not a directory"),
+    ({"port": 70000}, "port must be between 0 (no filter) and 65535, got 70000"),
+    ({"max_event_rate": -1}, "max_event_rate must be 0 (guard off) or a positive number of events per second, got -1"),
+    ({"exclude_reasons": ["no socket"]}, "exclude_reasons: 'no socket' is not a drop reason name (upper case, digits and _)"),
 ])
 def test_bad_arguments_fail_clearly(capsys, args, message):
     result = _run(capsys, args)
@@ -44,7 +47,7 @@ def test_unknown_backend_is_refused(capsys):
 def test_perf_missing_is_unavailable_not_a_failure(capsys, monkeypatch):
     # get_bin_path looks in PATH plus the sbin directories; perf lives in /usr/bin.
     monkeypatch.setenv("PATH", "/nonexistent")
-    result = _run(capsys, {"duration": 1})
+    result = _run(capsys, {"duration": 1, "backend": "perf"})
     assert result.get("failed") is not True
     capture = result["capture"]
     assert capture["status"] == "unavailable"
@@ -53,9 +56,24 @@ def test_perf_missing_is_unavailable_not_a_failure(capsys, monkeypatch):
 
 
 def test_check_mode_returns_the_command_without_capturing(capsys):
-    result = _run(capsys, {"duration": 7, "stacks": True, "_ansible_check_mode": True})
+    result = _run(capsys, {"duration": 7, "stacks": True, "backend": "perf", "_ansible_check_mode": True})
     capture = result["capture"]
     assert capture["status"] == "check_mode"
     assert capture["command"][1:6] == ["record", "-a", "-e", "skb:kfree_skb", "-g"]
     assert capture["command"][-3:] == ["--", capture["command"][-2], "7"]
     assert capture["events"] == 0
+
+
+def test_check_mode_auto_names_the_backend_it_would_use(capsys):
+    result = _run(capsys, {"duration": 3, "_ansible_check_mode": True})
+    capture = result["capture"]
+    # This machine has bpftrace and BTF (LAB.md): auto would use it, and dropwatch is skipped with a reason.
+    assert capture["status"] == "check_mode" and capture["backend"] == "bpftrace"
+    assert capture["command"][-3:] == ["-f", "json", "drops.bt"]
+    assert capture["auto"]["chosen"] == "bpftrace"
+
+
+def test_port_filter_needs_bpftrace(capsys):
+    result = _run(capsys, {"duration": 1, "backend": "perf", "port": 8000})
+    assert result["capture"]["status"] == "failed"
+    assert "port filter needs the bpftrace backend" in result["capture"]["reason"]

@@ -1,0 +1,370 @@
+"""`dropscope check RUN_DIR --thresholds FILE`: a yes/no for scheduled runs and CI.
+
+Thresholds (YAML) on drop reasons and counters, as rates per second and/or counts:
+
+    reasons:                     # capture drops attributed to the host (see the findings)
+      - reason: "*"              # glob on the reason (default "*")
+        location: "*"            # glob on the kernel function (default "*")
+        hosts: "*"               # glob on the host name (default "*")
+        max_rate: 50             # drops per second (capture duration)
+        max_count: 1000          # drops during the capture
+        include_benign: false    # known noise is left out unless true
+    counters:
+      - counter: UdpRcvbufErrors # glob on the counter name
+        section: protocols       # optional: interfaces, protocols, softnet, qdiscs, sockets, firewall
+        object: "*"              # optional glob: interface, qdisc, socket or rule
+        max_rate: 1              # per second (snapshot interval)
+        max_count: 100
+    verdict: problem             # optional: a host whose verdict is at least this violates
+
+On a kernel shared by several hosts, a reason threshold counts only the drops attributed to the host;
+drops no host's counters account for are checked once per kernel, as a test case "kernel BOOT_ID".
+
+Exit codes: 0 every threshold holds; 1 a threshold is violated; 3 no violation, but the run is
+incomplete (a host unreachable or failed); 2 bad input (run directory or thresholds file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import re
+import sys
+import xml.etree.ElementTree as ET  # noqa: S405 (we only write XML)
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dropscope.knowledge_base import KnowledgeError
+from dropscope.model import JSON, RunError, build_report_streaming
+from dropscope.report import add_knowledge_argument, knowledge_from, write_atomically
+
+EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
+VERDICT_RANK = {"ok": 0, "warning": 1, "problem": 2}
+VERDICT_VALUE = {"ok": 0, "warning": 1, "problem": 2}
+SECTIONS = ("interfaces", "protocols", "softnet", "qdiscs", "sockets", "firewall")
+XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+class ThresholdError(ValueError):
+    """The thresholds file is not valid; the message names the entry."""
+
+
+def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register the `check` sub-command."""
+    parser = subparsers.add_parser(
+        "check",
+        help="check a run against thresholds (exit 0 ok, 1 violated, 3 incomplete); JUnit and Prometheus output",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory")
+    parser.add_argument("--thresholds", metavar="FILE", type=Path, required=True, help="thresholds (YAML)")
+    parser.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML (one test case per host)")
+    parser.add_argument("--prometheus", metavar="FILE", type=Path, help="write a Prometheus textfile (.prom)")
+    add_knowledge_argument(parser)
+    parser.set_defaults(func=run_check)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------
+# Thresholds
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ThresholdError(f"{where}: expected a number ≥ 0, got {value!r}")
+    return float(value)
+
+
+def load_thresholds(path: Path) -> JSON:
+    """Read and check a thresholds file."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ThresholdError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ThresholdError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ThresholdError(f"{path}: expected a mapping with reasons, counters and/or verdict")
+    unknown = set(document) - {"reasons", "counters", "verdict"}
+    if unknown:
+        raise ThresholdError(f"{path}: unknown keys {', '.join(sorted(map(str, unknown)))}")
+    result: JSON = {"reasons": [], "counters": [], "verdict": document.get("verdict")}
+    if result["verdict"] is not None and result["verdict"] not in ("warning", "problem"):
+        raise ThresholdError(f"{path}: verdict must be warning or problem")
+    for kind, fields in (
+        ("reasons", ("reason", "location", "hosts")),
+        ("counters", ("counter", "section", "object", "hosts")),
+    ):
+        entries = document.get(kind) or []
+        if not isinstance(entries, list):
+            raise ThresholdError(f"{path}: {kind} must be a list")
+        for index, entry in enumerate(entries):
+            where = f"{path}: {kind}[{index}]"
+            if not isinstance(entry, dict):
+                raise ThresholdError(f"{where}: expected a mapping")
+            allowed = {*fields, "max_rate", "max_count", "include_benign", "name"}
+            if set(entry) - allowed:
+                raise ThresholdError(f"{where}: unknown keys {', '.join(sorted(map(str, set(entry) - allowed)))}")
+            checked = {name: str(entry.get(name, "*")) for name in fields}
+            if kind == "counters" and "counter" not in entry:
+                raise ThresholdError(f"{where}: needs `counter`")
+            if kind == "counters" and checked["section"] != "*" and checked["section"] not in SECTIONS:
+                raise ThresholdError(f"{where}: section must be one of {', '.join(SECTIONS)}")
+            checked["max_rate"] = _number(entry.get("max_rate"), f"{where}.max_rate")
+            checked["max_count"] = _number(entry.get("max_count"), f"{where}.max_count")
+            if checked["max_rate"] is None and checked["max_count"] is None:
+                raise ThresholdError(f"{where}: needs max_rate and/or max_count")
+            checked["include_benign"] = bool(entry.get("include_benign", False))
+            label = entry.get("name") or " ".join(
+                f"{name}={checked[name]}" for name in fields if checked[name] != "*" or name == fields[0]
+            )
+            checked["label"] = f"{kind}[{index}] {label}"
+            result[kind].append(checked)
+    return result
+
+
+def _glob(value: str | None, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(value or "", pattern)
+
+
+def _over(limit: JSON, count: float, rate: float | None) -> list[str]:
+    problems = []
+    if limit["max_count"] is not None and count > limit["max_count"]:
+        problems.append(f"count {count:,.0f} > max_count {limit['max_count']:,g}")
+    if limit["max_rate"] is not None and rate is not None and rate > limit["max_rate"]:
+        problems.append(f"rate {rate:,.2f}/s > max_rate {limit['max_rate']:,g}/s")
+    return problems
+
+
+def _host_drops(findings: Iterable[JSON], include_benign: bool) -> list[JSON]:
+    drops = []
+    for finding in findings:
+        if finding["attribution"] in ("host", "kernel") and (include_benign or not finding["benign"]):
+            drops += finding["evidence"]["drops"]
+    return drops
+
+
+def _reason_violations(name: str, findings: list[JSON], duration: float | None, limits: list[JSON]) -> list[JSON]:
+    violations = []
+    for limit in limits:
+        if not _glob(name, limit["hosts"]):
+            continue
+        totals: dict[str, int] = {}
+        for drop in _host_drops(findings, limit["include_benign"]):
+            if _glob(drop["reason"], limit["reason"]) and _glob(drop["location"], limit["location"]):
+                totals[drop["reason"]] = totals.get(drop["reason"], 0) + drop["count"]
+        for reason, count in sorted(totals.items()):
+            for problem in _over(limit, count, count / duration if duration else None):
+                violations.append({"threshold": limit["label"], "subject": reason, "message": problem})
+    return violations
+
+
+def counter_items(host: JSON) -> Iterable[tuple[str, str | None, str, int, float | None]]:
+    """(section, object, counter, delta, rate) of every counter that moved on a host."""
+    interval = host.get("interval_s")
+    counters = host.get("counters") or {}
+    for section in ("protocols", "softnet"):
+        for counter, delta in (counters.get(section) or {}).items():
+            if delta:
+                yield section, None, counter, delta, (delta / interval if interval else None)
+    for section in ("interfaces", "qdiscs", "sockets", "firewall"):
+        for obj, values in (counters.get(section) or {}).items():
+            for counter, delta in values.items():
+                if not counter.endswith("_now"):
+                    yield section, obj, counter, delta, (delta / interval if interval else None)
+
+
+def _counter_violations(host: JSON, limits: list[JSON]) -> list[JSON]:
+    violations = []
+    for limit in limits:
+        if not _glob(host["host"], limit["hosts"]):
+            continue
+        for section, obj, counter, delta, rate in counter_items(host):
+            if (
+                _glob(counter, limit["counter"])
+                and _glob(section, limit["section"])
+                and (obj is None and limit["object"] == "*" or _glob(obj, limit["object"]))
+            ):
+                subject = " ".join(part for part in (section, obj, counter) if part)
+                for problem in _over(limit, delta, rate):
+                    violations.append({"threshold": limit["label"], "subject": subject, "message": problem})
+    return violations
+
+
+def check_report(report: JSON, thresholds: JSON) -> JSON:
+    """Test cases (one per host, plus one per shared kernel with unattributed drops) and the outcome."""
+    cases = []
+    for host in report["hosts"]:
+        case: JSON = {"name": host["host"], "status": host["status"], "error": host.get("error"), "violations": []}
+        if host["status"] == "ok":
+            duration = (host.get("capture") or {}).get("duration_s")
+            findings = [f for f in host.get("findings") or [] if f["attribution"] == "host"]
+            case["violations"] += _reason_violations(host["host"], findings, duration, thresholds["reasons"])
+            case["violations"] += _counter_violations(host, thresholds["counters"])
+            wanted = thresholds.get("verdict")
+            if wanted and VERDICT_RANK.get(host.get("verdict", "ok"), 0) >= VERDICT_RANK[wanted]:
+                worst = next((f for f in host.get("findings") or [] if f["severity"] == host["verdict"]), None)
+                case["violations"].append({
+                    "threshold": f"verdict {wanted}", "subject": "verdict",
+                    "message": f"verdict {host['verdict']}" + (f": {worst['explanation']}" if worst else ""),
+                })  # fmt: skip
+        cases.append(case)
+    kernels = {kernel["boot_id"]: kernel for kernel in report["fleet"]["kernels"]}
+    by_kernel: dict[str, list[JSON]] = {}
+    for finding in report["fleet"].get("findings") or []:
+        by_kernel.setdefault(finding["kernel"], []).append(finding)
+    durations = {h["host"]: (h.get("capture") or {}).get("duration_s") for h in report["hosts"]}
+    for boot_id, findings in by_kernel.items():
+        counted_from = kernels.get(boot_id, {}).get("counted_from")
+        violations = []
+        for limit in thresholds["reasons"]:
+            hosts = kernels.get(boot_id, {}).get("hosts") or []
+            if any(_glob(name, limit["hosts"]) for name in hosts):
+                violations += _reason_violations(
+                    counted_from or "", findings, durations.get(counted_from), [{**limit, "hosts": "*"}]
+                )
+        cases.append({"name": f"kernel {boot_id}", "status": "ok", "error": None, "violations": violations})
+    violated = any(case["violations"] for case in cases)
+    incomplete = any(host["status"] != "ok" for host in report["hosts"])
+    exit_code = EXIT_VIOLATED if violated else EXIT_INCOMPLETE if incomplete else EXIT_OK
+    return {"cases": cases, "violated": violated, "incomplete": incomplete, "exit_code": exit_code}
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def _xml_text(value: Any) -> str:
+    """Text XML 1.0 can carry (control characters and lone surrogates replaced)."""
+    return XML_INVALID.sub("\ufffd", str(value))
+
+
+def junit_xml(report: JSON, outcome: JSON) -> str:
+    """JUnit XML: a testsuite "dropscope check", one testcase per host (failure per violated threshold)."""
+    run_id = _xml_text(report["run"].get("run_id") or "run")
+    cases = outcome["cases"]
+    failures = sum(1 for case in cases if case["violations"])
+    errors = sum(1 for case in cases if case["status"] != "ok")
+    suites = ET.Element("testsuites", name="dropscope", tests=str(len(cases)), failures=str(failures),
+                        errors=str(errors))  # fmt: skip
+    suite = ET.SubElement(suites, "testsuite", name=f"dropscope check {run_id}", tests=str(len(cases)),
+                          failures=str(failures), errors=str(errors), skipped="0")  # fmt: skip
+    for case in cases:
+        element = ET.SubElement(suite, "testcase", classname=f"dropscope.{run_id}", name=_xml_text(case["name"]))
+        if case["status"] != "ok":
+            error = ET.SubElement(element, "error", type=case["status"],
+                                  message=_xml_text(f"{case['status']}: {case['error'] or 'no data'}"))  # fmt: skip
+            error.text = _xml_text(case["error"] or "")
+        if case["violations"]:
+            first = case["violations"][0]
+            more = f" (and {len(case['violations']) - 1} more)" if len(case["violations"]) > 1 else ""
+            message = _xml_text(f"{first['threshold']}: {first['subject']}: {first['message']}{more}")
+            failure = ET.SubElement(element, "failure", type="threshold", message=message)
+            failure.text = _xml_text(
+                "\n".join(f"{v['threshold']}: {v['subject']}: {v['message']}" for v in case["violations"])
+            )
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def escape_label(value: Any) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped (text exposition format)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: Mapping[str, Any]) -> str:
+    return "{" + ",".join(f'{name}="{escape_label(value)}"' for name, value in labels.items()) + "}"
+
+
+def _number_text(value: float | int) -> str:
+    if isinstance(value, float):
+        return repr(round(value, 6)) if math.isfinite(value) else ("+Inf" if value > 0 else "-Inf")
+    return str(value)
+
+
+def prometheus_text(report: JSON, outcome: JSON) -> str:
+    """A node_exporter textfile: drops, counter deltas, host up, verdicts, check outcome."""
+    metrics: dict[str, tuple[str, str, list[str]]] = {}
+
+    def add(name: str, kind: str, help_text: str, labels: Mapping[str, Any], value: float | int) -> None:
+        metrics.setdefault(name, (kind, help_text, []))[2].append(
+            f"{name}{_labels(labels) if labels else ''} {_number_text(value)}"
+        )
+
+    verdict_value = {**VERDICT_VALUE, "unknown": -1}
+    for host in report["hosts"]:
+        name = host["host"]
+        add("dropscope_host_up", "gauge", "1 if the host was diagnosed (status ok), 0 if unreachable or failed.",
+            {"host": name}, 1 if host["status"] == "ok" else 0)  # fmt: skip
+        add("dropscope_verdict", "gauge", "Host verdict: 0 ok, 1 warning, 2 problem, -1 not diagnosed.",
+            {"host": name}, verdict_value.get(host.get("verdict", "unknown"), -1))  # fmt: skip
+        capture = host.get("capture") or {}
+        duration = capture.get("duration_s")
+        for drop in capture.get("drops") or []:
+            labels = {"host": name, "reason": drop["reason"], "location": drop["location"]}
+            add("dropscope_drops_total", "gauge",
+                "kfree_skb drops seen by the host's capture in the last run (scope kernel: hosts sharing a kernel "
+                "see the same drops).", labels, drop["count"])  # fmt: skip
+            if duration:
+                add("dropscope_drop_rate", "gauge", "kfree_skb drops per second during the last run's capture.",
+                    labels, drop["count"] / duration)  # fmt: skip
+        for section, obj, counter, delta, rate in counter_items(host):
+            labels = {"host": name, "section": section, "object": obj or "", "counter": counter}
+            add("dropscope_counter_delta", "gauge", "Counter increase between the host's two snapshots.", labels, delta)
+            if rate is not None:
+                add("dropscope_counter_rate", "gauge", "Counter increase per second (monotonic clock).", labels, rate)
+        severities: dict[str, int] = dict.fromkeys(("info", "warning", "problem"), 0)
+        for finding in host.get("findings") or []:
+            severities[finding["severity"]] += 1
+        for severity, number in severities.items():
+            labels = {"host": name, "severity": severity}
+            add("dropscope_findings", "gauge", "Findings of the host by severity.", labels, number)
+    for case in outcome["cases"]:
+        add("dropscope_threshold_violations", "gauge", "Thresholds violated, per host (or shared kernel).",
+            {"host": case["name"]}, len(case["violations"]))  # fmt: skip
+    add("dropscope_fleet_verdict", "gauge", "Fleet verdict: 0 ok, 1 warning, 2 problem, -1 not diagnosed.", {},
+        verdict_value.get(report["fleet"].get("verdict", "unknown"), -1))  # fmt: skip
+    add("dropscope_check_exit_code", "gauge", "Exit code of dropscope check: 0 ok, 1 violated, 3 incomplete.", {},
+        outcome["exit_code"])  # fmt: skip
+    lines = []
+    for name, (kind, help_text, samples) in metrics.items():
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines += samples
+    return "\n".join(lines) + "\n"
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Entry point of `dropscope check`."""
+    try:
+        thresholds = load_thresholds(args.thresholds)
+        built = build_report_streaming(args.run_dir, knowledge_from(args))
+        report = built.report
+        outcome = check_report(report, thresholds)
+        if args.junit is not None:
+            write_atomically(args.junit, junit_xml(report, outcome))
+        if args.prometheus is not None:
+            write_atomically(args.prometheus, prometheus_text(report, outcome))
+    except (ThresholdError, RunError, KnowledgeError) as exc:
+        print(f"dropscope check: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"dropscope check: cannot write: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for case in outcome["cases"]:
+        if case["status"] != "ok":
+            print(f"{case['name']}: {case['status']}: {case['error'] or 'no data'}")
+        for violation in case["violations"]:
+            print(f"{case['name']}: {violation['threshold']}: {violation['subject']}: {violation['message']}")
+    state = {EXIT_OK: "ok", EXIT_VIOLATED: "violated", EXIT_INCOMPLETE: "incomplete"}[outcome["exit_code"]]
+    print(json.dumps({"check": state, "hosts": len(report["hosts"]), "fleet_verdict": report["fleet"].get("verdict"),
+                      "violations": sum(len(c["violations"]) for c in outcome["cases"])}))  # fmt: skip
+    return int(outcome["exit_code"])

@@ -1,0 +1,260 @@
+"""`dropscope compare RUN_BEFORE RUN_AFTER`: better or worse than last time, per host, reason and counter.
+
+Rows list, per host, every drop reason the capture saw and every drop counter that moved, with the rate
+before, after and the change. The verdict comes from the findings attributed to each host (severity
+warning or problem; known noise and drops seen only kernel-wide on a shared kernel do not count):
+
+- worse: a finding is new, its severity rose, or its rate grew by more than the threshold (percent);
+- better: a finding vanished, its severity fell, or its rate fell by more than the threshold.
+
+Exit codes: 0 not worse (better or the same), 1 worse beyond the threshold, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from dropscope.findings import counter_rows
+from dropscope.knowledge_base import SEVERITY_RANK, KnowledgeBase, KnowledgeError
+from dropscope.model import JSON, RunError, build_report_streaming
+from dropscope.render_html import format_rate
+from dropscope.report import add_knowledge_argument, knowledge_from, write_atomically
+
+EXIT_NOT_WORSE, EXIT_WORSE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_THRESHOLD_PCT = 20.0
+HTML_ROWS = 5_000
+
+
+def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register the `compare` sub-command."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare two runs: rates before/after per host, reason and counter; exit 1 if worse",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("before", metavar="RUN_BEFORE", type=Path, help="the earlier run directory")
+    parser.add_argument("after", metavar="RUN_AFTER", type=Path, help="the later run directory")
+    parser.add_argument(
+        "--threshold",
+        metavar="PCT",
+        type=float,
+        default=DEFAULT_THRESHOLD_PCT,
+        help=f"a finding's rate must change by more than PCT percent to count (default {DEFAULT_THRESHOLD_PCT:g})",
+    )
+    parser.add_argument(
+        "--output-dir", metavar="DIR", type=Path, default=None, help="where compare.json/.html go (default RUN_AFTER)"
+    )
+    add_knowledge_argument(parser)
+    parser.set_defaults(func=run_compare)
+    return parser
+
+
+def _items(host: JSON, texts: dict[str, str], knowledge: KnowledgeBase) -> dict[str, JSON]:
+    """ "reason NAME" / "counter SECTION OBJECT COUNTER" → {kind, name, rate, count} for one host."""
+    items: dict[str, JSON] = {}
+    capture = host.get("capture") or {}
+    duration = capture.get("duration_s")
+    for drop in capture.get("drops") or []:
+        item = items.setdefault(f"reason {drop['reason']}", {"kind": "reason", "name": drop["reason"], "count": 0})
+        item["count"] += drop["count"]
+    for item in items.values():
+        item["rate"] = item["count"] / duration if duration else None
+    for row in counter_rows(host, texts, knowledge):
+        name = " ".join(part for part in (row["section"], row["object"], row["counter"]) if part)
+        items[f"counter {name}"] = {"kind": "counter", "name": name, "count": row["delta"], "rate": row["rate"]}
+    return items
+
+
+def _counted_findings(host: JSON) -> dict[str, JSON]:
+    return {
+        f["key"]: f
+        for f in host.get("findings") or []
+        if f["attribution"] == "host" and SEVERITY_RANK[f["severity"]] >= SEVERITY_RANK["warning"]
+    }
+
+
+def _change_pct(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
+    if before == 0:
+        return None if after == 0 else float("inf")
+    return round(100 * (after - before) / before, 1)
+
+
+def _finding_brief(finding: JSON | None) -> JSON | None:
+    if finding is None:
+        return None
+    return {
+        "key": finding["key"],
+        "title": finding["title"],
+        "severity": finding["severity"],
+        "rate": finding["evidence"]["rate"],
+        "count": finding["evidence"]["count"],
+        "explanation": finding["explanation"],
+    }
+
+
+def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items: dict, after_items: dict) -> JSON:
+    """The comparison of one host present in either run."""
+    result: JSON = {
+        "host": (after or before)["host"],
+        "before_verdict": before.get("verdict") if before else None,
+        "after_verdict": after.get("verdict") if after else None,
+        "change": "same",
+        "findings": {"new": [], "vanished": [], "worse": [], "better": [], "same": []},
+        "rows": [],
+    }
+    if not before or not after or before["status"] != "ok" or after["status"] != "ok":
+        result["change"] = "incomplete"
+        return result
+    factor = threshold_pct / 100
+    old, new = _counted_findings(before), _counted_findings(after)
+    for key in sorted(set(old) | set(new)):
+        was, now = old.get(key), new.get(key)
+        entry = {"key": key, "before": _finding_brief(was), "after": _finding_brief(now)}
+        if was is None:
+            result["findings"]["new"].append(entry)
+            continue
+        if now is None:
+            result["findings"]["vanished"].append(entry)
+            continue
+        rank_change = SEVERITY_RANK[now["severity"]] - SEVERITY_RANK[was["severity"]]
+        old_rate, new_rate = was["evidence"]["rate"] or 0, now["evidence"]["rate"] or 0
+        if rank_change > 0 or new_rate > old_rate * (1 + factor):
+            result["findings"]["worse"].append(entry)
+        elif rank_change < 0 or new_rate < old_rate * (1 - factor):
+            result["findings"]["better"].append(entry)
+        else:
+            result["findings"]["same"].append(entry)
+    for key in sorted(set(before_items) | set(after_items)):
+        was, now = before_items.get(key), after_items.get(key)
+        result["rows"].append(
+            {
+                "kind": (now or was)["kind"],
+                "name": (now or was)["name"],
+                "before_rate": was["rate"] if was else 0.0,
+                "after_rate": now["rate"] if now else 0.0,
+                "before_count": was["count"] if was else 0,
+                "after_count": now["count"] if now else 0,
+                "change_pct": _change_pct(was["rate"] if was else 0.0, now["rate"] if now else 0.0),
+            }
+        )
+    result["rows"].sort(key=lambda row: -abs((row["after_rate"] or 0) - (row["before_rate"] or 0)))
+    findings = result["findings"]
+    if findings["new"] or findings["worse"]:
+        result["change"] = "worse"
+    elif findings["vanished"] or findings["better"]:
+        result["change"] = "better"
+    return result
+
+
+def compare_runs(before_dir: Path, after_dir: Path, threshold_pct: float, knowledge: KnowledgeBase) -> JSON:
+    """compare.json for two run directories (raises RunError for a bad one)."""
+    sides = []
+    for run_dir in (before_dir, after_dir):
+        built = build_report_streaming(run_dir, knowledge)
+        hosts = {}
+        for host, texts in zip(built.report["hosts"], built.rule_texts, strict=True):
+            hosts.setdefault(host["host"], (host, _items(host, texts, knowledge)))
+        sides.append((built.report, hosts))
+    (before_report, before_hosts), (after_report, after_hosts) = sides
+    names = list(after_hosts) + [name for name in before_hosts if name not in after_hosts]
+    hosts = []
+    for name in names:
+        before, before_items = before_hosts.get(name, (None, {}))
+        after, after_items = after_hosts.get(name, (None, {}))
+        hosts.append(compare_hosts(before, after, threshold_pct, before_items, after_items))
+    changes = {
+        change: sum(1 for h in hosts if h["change"] == change) for change in ("worse", "better", "same", "incomplete")
+    }
+    verdict = "worse" if changes["worse"] else "better" if changes["better"] else "same"
+    order = {"worse": 0, "incomplete": 1, "better": 2, "same": 3}
+    hosts.sort(key=lambda h: (order[h["change"]], h["host"]))
+    return {
+        "schema_version": 1,
+        "kind": "dropscope-compare",
+        "before": {"run_dir": str(before_dir), "run_id": before_report["run"]["run_id"],
+                   "verdict": before_report["fleet"].get("verdict")},
+        "after": {"run_dir": str(after_dir), "run_id": after_report["run"]["run_id"],
+                  "verdict": after_report["fleet"].get("verdict")},
+        "threshold_pct": threshold_pct,
+        "verdict": verdict,
+        "hosts_by_change": changes,
+        "hosts": hosts,
+    }  # fmt: skip
+
+
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value == float("inf"):
+        return "new"
+    return f"{value:+.0f} %"
+
+
+def render_compare_html(comparison: JSON) -> str:
+    """compare.html: one static page (no script), every value escaped."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dropscope", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    template = env.get_template("compare.html.j2")
+    return template.render(c=comparison, rate=format_rate, pct=_pct, max_hosts=500, max_rows=200)
+
+
+def _json_safe(value: Any) -> Any:
+    """Infinite percentages (0 → something) become null with the row's rates telling the story."""
+    if isinstance(value, float) and value == float("inf"):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Entry point of `dropscope compare`."""
+    if not args.threshold >= 0:
+        print("dropscope compare: --threshold must be a percentage ≥ 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        knowledge = knowledge_from(args)
+        comparison = compare_runs(args.before, args.after, args.threshold, knowledge)
+        target = args.output_dir if args.output_dir is not None else args.after
+        target.mkdir(parents=True, exist_ok=True)
+        write_atomically(
+            target / "compare.json", json.dumps(_json_safe(comparison), indent=1, ensure_ascii=False) + "\n"
+        )
+        write_atomically(target / "compare.html", render_compare_html(comparison))
+    except (RunError, KnowledgeError) as exc:
+        print(f"dropscope compare: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"dropscope compare: cannot write the comparison: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    counts = comparison["hosts_by_change"]
+    print(
+        f"{comparison['verdict']}: {counts['worse']} host(s) worse, {counts['better']} better, "
+        f"{counts['same']} the same, {counts['incomplete']} incomplete (threshold {args.threshold:g} %)"
+    )
+    for host in comparison["hosts"]:
+        for kind in ("new", "worse"):
+            for finding in host["findings"][kind]:
+                after = finding["after"]
+                before_rate = finding["before"]["rate"] if finding["before"] else None
+                print(
+                    f"  {host['host']}: {kind} {finding['key']}: {format_rate(before_rate)} → "
+                    f"{format_rate(after['rate'])} per s ({after['severity']})"
+                )
+    print(target / "compare.json")
+    print(target / "compare.html")
+    return EXIT_WORSE if comparison["verdict"] == "worse" else EXIT_NOT_WORSE

@@ -1,0 +1,532 @@
+"""Findings: each drop reason a host's capture saw and each drop counter that moved becomes a finding.
+
+A finding has a severity (info / warning / problem, from its rate and count and the thresholds in the
+knowledge base), a plain-language explanation built from the evidence, the evidence itself (capture
+drops and the counters that agree, with rates per second) and the advice. Host and fleet verdicts
+follow from the findings.
+
+Two passes, so a run can be streamed host by host:
+
+1. `host_findings` looks at one host alone (its report.json entry and its firewall rule texts).
+2. `attribute_shared_kernels` then looks across hosts that share a kernel: a kernel-scope capture sees
+   every network namespace of its kernel, so a captured drop that the host's own (per-namespace)
+   counters do not corroborate is "seen kernel-wide (shared kernel), not attributed to this host"
+   (severity info) on that host. The hosts whose own counters corroborate it keep it. A drop that no
+   host's counters corroborate becomes a fleet finding of that kernel (at most a warning), and so do
+   kernel-wide counters (softnet) of a shared kernel.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dropscope.knowledge_base import SEVERITIES, SEVERITY_RANK, CounterRule, KnowledgeBase
+from dropscope.model import JSON, is_drop_counter
+
+VERDICTS = ("ok", "warning", "problem")
+VERDICT_OF_SEVERITY = {"info": "ok", "warning": "warning", "problem": "problem"}
+UNKNOWN_VERDICT = "unknown"  # the host was not diagnosed (unreachable or failed)
+DROP_RULE = re.compile(r"\b(drop|reject)\b")
+RULE_PORT = re.compile(r"\b(udp|tcp|sctp|dccp)\s+dport\s+(\{[^}]*\}|\S+)")
+SOCKET_PORT = re.compile(r"^(\w+) (.*):(\d+)$")
+CHAIN_DIRECTION = {"input": "inbound ", "output": "outbound ", "forward": "forwarded ", "prerouting": "incoming "}
+NOT_DROPS = frozenset({"bytes", "overlimits", "requeues", "packets"})
+
+
+def _round_rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def format_rate(value: float | None) -> str:
+    """A rate for sentences: 98.04 → "98/s"."""
+    if value is None:
+        return "rate unknown"
+    if value >= 100:
+        return f"{value:,.0f}/s"
+    if value >= 10:
+        return f"{value:.1f}/s"
+    return f"{value:.2g}/s" if value > 0 else "0/s"
+
+
+class _SafeFormatter(string.Formatter):
+    """str.format for knowledge templates: plain {names} only, unknown names left visible."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        if not re.fullmatch(r"\w+", field_name):
+            return "{" + field_name + "}", field_name
+        return kwargs.get(field_name, "{" + field_name + "}"), field_name
+
+
+_FORMATTER = _SafeFormatter()
+
+
+def render_template(template: str, values: Mapping[str, Any]) -> str:
+    """Fill a knowledge-base sentence template; a broken template is returned as it is."""
+    try:
+        return _FORMATTER.vformat(template, (), dict(values))
+    except (ValueError, IndexError, KeyError):
+        return template
+
+
+# --------------------------------------------------------------------------------------------------
+# Counter rows of one host
+
+
+def counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], knowledge: KnowledgeBase) -> list[JSON]:
+    """The host's drop counters that moved: {section, object, counter, delta, rate, rule, detail, scope}."""
+    interval = host.get("interval_s")
+    counters = host.get("counters") or {}
+    rows: list[JSON] = []
+
+    def add(section: str, obj: str | None, counter: str, delta: int) -> None:
+        if not delta or counter.endswith("_now"):
+            return
+        if section == "firewall" and (counter != "packets" or not DROP_RULE.search(rule_texts.get(obj or "", ""))):
+            return
+        rule = knowledge.counter_rule(section, counter)
+        if rule is not None and rule.entry.get("drop") is False:
+            return
+        if rule is None and (counter in NOT_DROPS or section in ("qdiscs", "firewall") or not is_drop_counter(counter)):
+            return
+        rows.append(
+            {
+                "section": section,
+                "object": obj,
+                "counter": counter,
+                "delta": delta,
+                "rate": _round_rate(delta / interval) if interval else None,
+                "detail": rule_texts.get(obj or "") if section == "firewall" else None,
+                "scope": (rule.entry.get("scope") if rule else None) or ("kernel" if section == "softnet" else "netns"),
+                "_rule": rule,
+            }
+        )
+
+    for section in ("protocols", "softnet"):
+        for counter, delta in (counters.get(section) or {}).items():
+            add(section, None, counter, delta)
+    for section in ("interfaces", "qdiscs", "sockets", "firewall"):
+        for obj, values in (counters.get(section) or {}).items():
+            for counter, delta in values.items():
+                add(section, obj, counter, delta)
+    return rows
+
+
+def _public_row(row: Mapping[str, Any]) -> JSON:
+    return {key: value for key, value in row.items() if not key.startswith("_") and key != "scope"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Sentences
+
+
+def _traffic(drops: list[JSON], rows: list[JSON]) -> str:
+    """What was dropped, as precisely as the evidence allows: "inbound UDP to port 8000", "UDP datagrams"."""
+    for row in rows:
+        if row["section"] == "firewall" and row.get("detail"):
+            match = RULE_PORT.search(row["detail"])
+            if match:
+                chain = (row["object"] or "").split(" ")
+                chain_name = chain[3].lower() if len(chain) > 3 else ""
+                direction = next((text for name, text in CHAIN_DIRECTION.items() if name in chain_name), "")
+                return f"{direction}{match.group(1).upper()} to port {match.group(2)}"
+    counters = {row["counter"] for row in rows}
+    locations = " ".join(drop["location"] for drop in drops).lower()
+    if "udp" in locations or any(name.startswith("Udp") for name in counters):
+        return "UDP datagrams"
+    if "tcp" in locations or any(name.startswith("Tcp") for name in counters):
+        return "TCP segments"
+    protocols = sorted({drop.get("protocol") for drop in drops if drop.get("protocol")})
+    return f"{'/'.join(protocols)} packets" if protocols else "packets"
+
+
+def _socket_words(rows: list[JSON]) -> tuple[str, str]:
+    """("UDP port 9100", "9100") from socket rows; generic words without them."""
+    ports: list[tuple[str, str]] = []
+    for row in rows:
+        if row["section"] == "sockets":
+            match = SOCKET_PORT.match(row["object"] or "")
+            if match and (match.group(1), match.group(3)) not in ports:
+                ports.append((match.group(1), match.group(3)))
+    if not ports:
+        udp = any(row["counter"].startswith("Udp") for row in rows)
+        return ("a UDP socket" if udp else "a socket"), ""
+    proto = ports[0][0].upper()
+    numbers = ", ".join(port for _, port in ports)
+    return f"{proto} port{'s' if len(ports) > 1 else ''} {numbers}", ports[0][1]
+
+
+def _qdisc_words(rows: list[JSON]) -> tuple[str, str]:
+    """("the tbf qdisc of tx0", "tx0") from qdisc rows."""
+    for row in rows:
+        if row["section"] == "qdiscs":
+            parts = (row["object"] or "").split(" ")
+            if len(parts) >= 2:
+                return f"the {parts[1]} qdisc of {parts[0]}", parts[0]
+    for row in rows:
+        if row["section"] == "interfaces":
+            return f"the transmit queue of {row['object']}", row["object"] or ""
+    return "a transmit queue (qdisc)", ""
+
+
+def _row_phrase(row: JSON) -> str:
+    rate = f" ({format_rate(row['rate'])})" if row.get("rate") is not None else ""
+    delta = f"{row['delta']:,}"
+    if row["section"] == "firewall":
+        rule = f"rule `{row['detail']}` ({row['object']})" if row.get("detail") else f"rule {row['object']}"
+        return f"{rule} counted {delta} packets{rate}"
+    if row["section"] == "sockets":
+        return f"socket {row['object']} dropped {delta} datagrams{rate}"
+    if row["section"] == "qdiscs":
+        return f"qdisc {row['object']} {row['counter']} +{delta}{rate}"
+    if row["section"] == "interfaces":
+        return f"{row['object']} {row['counter']} +{delta}{rate}"
+    if row["section"] == "softnet":
+        return f"softnet {row['counter']} +{delta} (all CPUs, kernel-wide){rate}"
+    return f"{row['counter']} +{delta}{rate}"
+
+
+def _capture_phrase(reason: str, drops: list[JSON], duration: float | None) -> str:
+    count = sum(drop["count"] for drop in drops)
+    locations = ", ".join(dict.fromkeys(drop["location"] for drop in drops))
+    rate = f" ({format_rate(count / duration)})" if duration else ""
+    return f"kfree_skb saw {count:,} {reason} at {locations}{rate}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Severity
+
+
+def severity_for(thresholds: Mapping[str, Any], count: int, rate: float | None) -> str:
+    """problem / warning / info from a count and a rate (None: unknown rate, judged on the count)."""
+    for level in ("problem", "warning"):
+        limits = thresholds.get(level) or {}
+        if count >= limits.get("count", 0) and (rate is None or rate >= limits.get("rate", 0)):
+            return level
+    return "info"
+
+
+def _cap(severity: str, cap: str | None) -> str:
+    if cap in SEVERITY_RANK and SEVERITY_RANK[severity] > SEVERITY_RANK[cap]:
+        return cap
+    return severity
+
+
+# --------------------------------------------------------------------------------------------------
+# One host
+
+
+def _finding(
+    *,
+    host: str,
+    key: str,
+    kind: str,
+    reason: str | None,
+    entry: JSON | None,
+    known: bool,
+    benign: bool,
+    drops: list[JSON],
+    rows: list[JSON],
+    duration: float | None,
+    knowledge: KnowledgeBase,
+    owned: bool,
+    fallback_title: str,
+    default_cap: str | None = None,
+) -> JSON:
+    """One finding from its capture drops and/or counter rows."""
+    entry = entry or {}
+    if drops:
+        count = sum(drop["count"] for drop in drops)
+        rate = count / duration if duration else None
+        basis = "capture"
+    else:
+        top = max(rows, key=lambda row: row["delta"])
+        count, rate, basis = top["delta"], top["rate"], "counters"
+    severity = severity_for(knowledge.thresholds(entry), count, rate)
+    severity = _cap(severity, entry.get("max_severity") or default_cap)
+    if benign or entry.get("benign"):
+        severity = "info"
+    socket, port = _socket_words(rows)
+    qdisc, dev = _qdisc_words(rows)
+    first = rows[0] if rows else {}
+    context = {
+        "count": f"{count:,}",
+        "rate": format_rate(rate),
+        "reason": reason or "",
+        "location": ", ".join(dict.fromkeys(drop["location"] for drop in drops)) or "–",
+        "protocol": ", ".join(sorted({d.get("protocol") or "?" for d in drops})),
+        "traffic": _traffic(drops, rows),
+        "socket": socket,
+        "port": port,
+        "qdisc": qdisc,
+        "dev": dev or first.get("object") or "",
+        "rule": next((row["detail"] for row in rows if row.get("detail")), ""),
+        "object": first.get("object") or "",
+        "counter": first.get("counter") or "",
+    }
+    template = entry.get("explain")
+    if not template:
+        if reason:
+            template = "{host} drops {traffic} with reason {reason} at {location}"
+        else:
+            template = "{host}: counter {counter} grew" + (" on {object}" if first.get("object") else "")
+    phrases = [_row_phrase(row) for row in rows]
+    if drops:
+        phrases.append(_capture_phrase(reason or "?", drops, duration))
+    advice = entry.get("advice") or (
+        "dropscope has no advice for this reason yet: look at the kernel function and its call stack."
+        if reason
+        else "dropscope has no advice for this counter yet: look up its meaning in the driver/kernel documentation."
+    )
+    if benign and not entry.get("benign"):
+        advice = f"Known noise at this location. {advice}"
+    return {
+        "key": key,
+        "kind": kind,
+        "reason": reason,
+        "known": known,
+        "title": entry.get("title") or fallback_title,
+        "severity": severity,
+        "benign": bool(benign or entry.get("benign")),
+        "attribution": "host",
+        "attributed_to": [host],
+        "direction": entry.get("direction") or "any",
+        "explanation": render_template(template, {**context, "host": host}) + (" — " + "; ".join(phrases)),
+        "advice": advice,
+        "knobs": list(entry.get("knobs") or []),
+        "evidence": {
+            "basis": basis,
+            "count": count,
+            "rate": _round_rate(rate),
+            "drops": [{**drop, "rate": _round_rate(drop["count"] / duration) if duration else None} for drop in drops],
+            "counters": [_public_row(row) for row in rows],
+        },
+        "_owned": owned,
+        "_template": template,
+        "_context": context,
+        "_phrases": phrases,
+    }
+
+
+def _counter_entry(rule: CounterRule | None, knowledge: KnowledgeBase) -> tuple[str | None, JSON | None]:
+    """(reason, entry) a counter rule stands for: its reason's entry if it names one, else its own."""
+    if rule is None:
+        return None, None
+    reason = rule.entry.get("reason")
+    if reason:
+        return reason, knowledge.reason(reason) or rule.entry
+    return None, rule.entry
+
+
+def host_findings(host: Mapping[str, Any], rule_texts: Mapping[str, str], knowledge: KnowledgeBase) -> list[JSON]:
+    """Findings of one host as if it owned its kernel (pass 2 corrects hosts that share one)."""
+    if host.get("status") != "ok":
+        return []
+    name = host["host"]
+    capture = host.get("capture") or {}
+    duration = capture.get("duration_s") if capture.get("status") == "ok" else None
+    rows = counter_rows(host, rule_texts, knowledge)
+    used: set[int] = set()
+    findings: list[JSON] = []
+
+    groups: dict[tuple[str, bool], list[JSON]] = {}
+    if capture.get("status") == "ok":
+        for drop in capture.get("drops") or []:
+            benign = knowledge.is_benign(drop["reason"], drop["location"])
+            groups.setdefault((drop["reason"], benign), []).append(drop)
+    for (reason, benign), drops in groups.items():
+        entry = knowledge.reason(reason)
+        agreeing = [
+            index
+            for index, row in enumerate(rows)
+            if not benign and knowledge.corroborates(reason, row["section"], row["counter"])
+        ]
+        used.update(agreeing)
+        agreeing_rows = [rows[index] for index in agreeing]
+        findings.append(
+            _finding(
+                host=name,
+                key=f"{reason}@noise" if benign and not (entry or {}).get("benign") else reason,
+                kind="reason",
+                reason=reason,
+                entry=entry,
+                known=entry is not None,
+                benign=benign,
+                drops=drops,
+                rows=agreeing_rows,
+                duration=duration,
+                knowledge=knowledge,
+                owned=any(row["scope"] == "netns" for row in agreeing_rows),
+                fallback_title=f"Dropped with reason {reason}",
+                default_cap=None if entry is not None else "warning",
+            )
+        )
+
+    # Counters no captured drop explains: grouped by the reason they stand for, else by their own entry.
+    leftover = [index for index in range(len(rows)) if index not in used]
+    by_group: dict[str, list[int]] = {}
+    for index in leftover:
+        reason, _ = _counter_entry(rows[index]["_rule"], knowledge)
+        if reason:
+            by_group.setdefault(reason, []).append(index)
+    for index in leftover:
+        if any(index in members for members in by_group.values()):
+            continue
+        home = next(
+            (r for r in by_group if knowledge.corroborates(r, rows[index]["section"], rows[index]["counter"])), None
+        )
+        if home is not None:
+            by_group[home].append(index)
+            continue
+        rule = rows[index]["_rule"]
+        group = f"counter:{rule.id}" if rule else f"counter:{rows[index]['section']}/{rows[index]['counter']}"
+        by_group.setdefault(group, []).append(index)
+    for group, members in by_group.items():
+        group_rows = [rows[index] for index in members]
+        rule = group_rows[0]["_rule"]
+        if group.startswith("counter:"):
+            reason, entry = None, (rule.entry if rule else None)
+            title = f"Counter {group_rows[0]['counter']} grew"
+        else:
+            reason, entry = group, knowledge.reason(group) or (rule.entry if rule else None)
+            title = f"Dropped with reason {group}"
+        findings.append(
+            _finding(
+                host=name,
+                key=group,
+                kind="counter",
+                reason=reason,
+                entry=entry,
+                known=entry is not None,
+                benign=False,
+                drops=[],
+                rows=group_rows,
+                duration=None,
+                knowledge=knowledge,
+                owned=any(row["scope"] == "netns" for row in group_rows),
+                fallback_title=title,
+                default_cap=None if rule is not None else "info",
+            )
+        )
+    return sort_findings(findings)
+
+
+def sort_findings(findings: Iterable[JSON]) -> list[JSON]:
+    """Worst first, then largest."""
+    return sorted(findings, key=lambda f: (-SEVERITY_RANK[f["severity"]], -f["evidence"]["count"], f["key"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Across hosts: shared kernels, verdicts
+
+
+def _names(hosts: list[str], limit: int = 5) -> str:
+    shown = ", ".join(hosts[:limit])
+    return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")
+
+
+def attribute_shared_kernels(host_reports: list[JSON], kernels: list[JSON]) -> list[JSON]:
+    """Correct findings of hosts that share a kernel (see the module doc); returns the fleet findings."""
+    by_name: dict[str, list[JSON]] = {}
+    for host in host_reports:
+        by_name.setdefault(host["host"], []).append(host)
+    fleet_findings: list[JSON] = []
+    for kernel in kernels:
+        names = list(dict.fromkeys(kernel["hosts"]))
+        if len(names) < 2:
+            continue
+        members = [host for name in names for host in by_name.get(name, []) if host.get("findings") is not None]
+        owners: dict[str, list[str]] = {}
+        for host in members:
+            for finding in host["findings"]:
+                if finding["_owned"]:
+                    owners.setdefault(finding["key"], []).append(host["host"])
+        unattributed: dict[str, JSON] = {}
+        for host in members:
+            for finding in host["findings"]:
+                if finding["_owned"]:
+                    continue
+                owned_by = [name for name in owners.get(finding["key"], []) if name != host["host"]]
+                label = finding["reason"] or finding["title"]
+                if owned_by:
+                    whose = f"{_names(owned_by)}'s own counters show it"
+                else:
+                    whose = "no host's own counters show it (see the fleet findings)"
+                    if not finding["benign"] and (
+                        finding["key"] not in unattributed or host["host"] == kernel.get("counted_from")
+                    ):
+                        unattributed[finding["key"]] = finding
+                finding["explanation"] = (
+                    f"{label} seen kernel-wide (shared kernel), not attributed to this host: {whose} — "
+                    + "; ".join(finding["_phrases"])
+                )
+                finding["severity"] = "info"
+                finding["attribution"] = "kernel-wide"
+                finding["attributed_to"] = owned_by
+            host["findings"] = sort_findings(host["findings"])
+        label = f"kernel {kernel['boot_id'][:8]} (shared by {_names(names)})"
+        for finding in unattributed.values():
+            capture_only = finding["evidence"]["basis"] == "capture"
+            fleet_finding = {
+                **finding,
+                "severity": _cap(finding["_severity"], "warning" if capture_only else None),
+                "attribution": "kernel",
+                "attributed_to": [],
+                "kernel": kernel["boot_id"],
+                "hosts": names,
+                "explanation": render_template(finding["_template"], {**finding["_context"], "host": label})
+                + " — "
+                + "; ".join(finding["_phrases"])
+                + ". No host's own counters show it: it may come from a namespace outside the inventory.",
+            }
+            fleet_findings.append(fleet_finding)
+    return sort_findings(fleet_findings)
+
+
+def host_verdict(host: Mapping[str, Any]) -> str:
+    """ok / warning / problem from the host's findings; unknown when the host was not diagnosed."""
+    if host.get("status") != "ok":
+        return UNKNOWN_VERDICT
+    worst = max((SEVERITY_RANK[f["severity"]] for f in host.get("findings") or []), default=0)
+    return VERDICT_OF_SEVERITY[SEVERITIES[worst]]
+
+
+def fleet_verdict(host_verdicts: Iterable[str], fleet_findings: Iterable[JSON]) -> tuple[str, JSON]:
+    """(verdict, counts per verdict): the worst diagnosed host or fleet finding; unknown if no host was."""
+    counts = dict.fromkeys((*VERDICTS, UNKNOWN_VERDICT), 0)
+    for verdict in host_verdicts:
+        counts[verdict] += 1
+    ranks = [VERDICTS.index(v) for v in VERDICTS if counts[v]]
+    ranks += [VERDICTS.index(VERDICT_OF_SEVERITY[f["severity"]]) for f in fleet_findings]
+    if not ranks:
+        return UNKNOWN_VERDICT, counts
+    return VERDICTS[max(ranks)], counts
+
+
+def public_finding(finding: Mapping[str, Any]) -> JSON:
+    """A finding without its internal (underscore) fields, for report.json."""
+    return {key: value for key, value in finding.items() if not key.startswith("_")}
+
+
+def add_findings(report: JSON, rule_texts: list[Mapping[str, str]], knowledge: KnowledgeBase) -> None:
+    """Pass 1 and 2 over a built report (hosts in run order, RULE_TEXTS per host): findings and verdicts."""
+    for host, texts in zip(report["hosts"], rule_texts, strict=True):
+        host["findings"] = host_findings(host, texts, knowledge)
+    finish_findings(report)
+
+
+def finish_findings(report: JSON) -> None:
+    """Pass 2 and the verdicts, for hosts whose `findings` pass 1 already set."""
+    for host in report["hosts"]:
+        for finding in host.get("findings") or []:
+            finding["_severity"] = finding["severity"]
+    fleet_findings = attribute_shared_kernels(report["hosts"], report["fleet"]["kernels"])
+    for host in report["hosts"]:
+        host["findings"] = [public_finding(f) for f in host.get("findings") or []]
+        host["verdict"] = host_verdict(host)
+    verdict, counts = fleet_verdict((host["verdict"] for host in report["hosts"]), fleet_findings)
+    report["fleet"]["verdict"] = verdict
+    report["fleet"]["verdicts"] = counts
+    report["fleet"]["findings"] = [public_finding(f) for f in fleet_findings]

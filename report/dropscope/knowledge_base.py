@@ -1,0 +1,218 @@
+"""The knowledge base: what kernel drop reasons and drop counters mean, and what to change.
+
+The content is data (knowledge/reasons.yml and knowledge/counters.yml, shipped in the package); this
+module only loads it, merges a user's file over it (`--knowledge FILE`) and answers lookups.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SEVERITIES = ("info", "warning", "problem")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+DIRECTIONS = ("receive", "transmit", "forward", "any")
+SECTIONS = ("interfaces", "protocols", "softnet", "qdiscs", "sockets", "firewall")
+TEXT_FIELDS = ("title", "direction", "meaning", "explain", "advice")
+LIST_FIELDS = ("causes", "next", "knobs", "corroborated_by", "benign_locations")
+JSON = dict[str, Any]
+
+
+class KnowledgeError(ValueError):
+    """A knowledge file is not valid; the message names the file and the entry."""
+
+
+@dataclass
+class CounterRule:
+    """One counters.yml entry: which counters it matches and what they mean."""
+
+    id: str
+    section: str
+    patterns: list[str]
+    entry: JSON
+    compiled: list[re.Pattern[str]] = field(default_factory=list)
+
+    def matches(self, section: str, counter: str) -> bool:
+        return section == self.section and any(pattern.match(counter) for pattern in self.compiled)
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
+
+
+@dataclass
+class KnowledgeBase:
+    """Reasons by name, counter rules in match order, and the default severity thresholds."""
+
+    reasons: dict[str, JSON]
+    counters: list[CounterRule]
+    severity: JSON
+    sources: list[str]
+    _counter_cache: dict[tuple[str, str], CounterRule | None] = field(default_factory=dict, repr=False)
+    _corroboration: dict[str, list[tuple[str, re.Pattern[str]]]] = field(default_factory=dict, repr=False)
+
+    def reason(self, name: str) -> JSON | None:
+        """The entry of a kernel drop reason, or None if the knowledge base does not know it."""
+        return self.reasons.get(name)
+
+    def counter_rule(self, section: str, counter: str) -> CounterRule | None:
+        """The first counters.yml entry matching SECTION/COUNTER (cached: fleets repeat names)."""
+        key = (section, counter)
+        if key not in self._counter_cache:
+            self._counter_cache[key] = next((rule for rule in self.counters if rule.matches(section, counter)), None)
+        return self._counter_cache[key]
+
+    def corroborates(self, reason: str, section: str, counter: str) -> bool:
+        """Whether counter SECTION/COUNTER moves together with drops of REASON (its `corroborated_by`)."""
+        if reason not in self._corroboration:
+            patterns = []
+            for item in (self.reasons.get(reason) or {}).get("corroborated_by") or []:
+                item_section, _, item_counter = str(item).partition("/")
+                patterns.append((item_section, _glob(item_counter)))
+            self._corroboration[reason] = patterns
+        return any(section == s and pattern.match(counter) for s, pattern in self._corroboration[reason])
+
+    def is_benign(self, reason: str, location: str) -> bool:
+        """Known noise: the whole reason, or drops of it at one of its benign kernel locations."""
+        entry = self.reasons.get(reason) or {}
+        return bool(entry.get("benign")) or location in (entry.get("benign_locations") or [])
+
+    def thresholds(self, entry: Mapping[str, Any] | None) -> JSON:
+        """Severity thresholds for an entry: the defaults with the entry's own `severity` on top."""
+        own = (entry or {}).get("severity")
+        if not own:
+            return self.severity
+        merged = copy.deepcopy(self.severity)
+        for level, values in ((entry or {}).get("severity") or {}).items():
+            merged.setdefault(level, {}).update(values)
+        return merged
+
+
+def _check_entry(entry: Any, where: str) -> JSON:
+    if not isinstance(entry, dict):
+        raise KnowledgeError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    for name in TEXT_FIELDS:
+        if name in entry and entry[name] is not None and not isinstance(entry[name], str):
+            raise KnowledgeError(f"{where}.{name}: expected a string")
+    for name in LIST_FIELDS:
+        if name in entry and not isinstance(entry[name], list):
+            raise KnowledgeError(f"{where}.{name}: expected a list")
+    if entry.get("direction") not in (None, *DIRECTIONS):
+        raise KnowledgeError(f"{where}.direction: {entry['direction']!r} is not one of {', '.join(DIRECTIONS)}")
+    if entry.get("max_severity") not in (None, *SEVERITIES):
+        raise KnowledgeError(f"{where}.max_severity: {entry['max_severity']!r} is not one of {', '.join(SEVERITIES)}")
+    severity = entry.get("severity")
+    if severity is not None:
+        _check_severity(severity, f"{where}.severity")
+    return entry
+
+
+def _check_severity(severity: Any, where: str) -> None:
+    if not isinstance(severity, dict):
+        raise KnowledgeError(f"{where}: expected a mapping of problem/warning thresholds")
+    for level, values in severity.items():
+        if level not in ("problem", "warning") or not isinstance(values, dict):
+            raise KnowledgeError(f"{where}.{level}: expected problem/warning with rate/count")
+        for key, value in values.items():
+            if key not in ("rate", "count") or isinstance(value, bool) or not isinstance(value, int | float):
+                raise KnowledgeError(f"{where}.{level}.{key}: expected rate or count with a number")
+
+
+def _read_yaml(text: str, source: str) -> JSON:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise KnowledgeError(f"{source}: not valid YAML: {exc}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise KnowledgeError(f"{source}: expected a mapping at the top")
+    unknown = set(document) - {"schema_version", "severity", "reasons", "counters"}
+    if unknown:
+        raise KnowledgeError(f"{source}: unknown top-level keys: {', '.join(sorted(map(str, unknown)))}")
+    return document
+
+
+def _counter_rule(entry: JSON, where: str) -> CounterRule:
+    entry = _check_entry(entry, where)
+    rule_id = entry.get("id")
+    section = entry.get("section")
+    patterns = entry.get("counter")
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(rule_id, str) or not rule_id:
+        raise KnowledgeError(f"{where}: needs an `id`")
+    if section not in SECTIONS:
+        raise KnowledgeError(f"{where} ({rule_id}): section {section!r} is not one of {', '.join(SECTIONS)}")
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+        raise KnowledgeError(f"{where} ({rule_id}): `counter` must be a name or a list of names/globs")
+    if entry.get("scope", "netns") not in ("netns", "kernel"):
+        raise KnowledgeError(f"{where} ({rule_id}): scope must be netns or kernel")
+    return CounterRule(rule_id, section, list(patterns), entry, [_glob(p) for p in patterns])
+
+
+def _merge(base: JSON, document: JSON, source: str) -> None:
+    """Merge one knowledge document into BASE (reasons field by field, counters by id, user rules first)."""
+    if "severity" in document:
+        _check_severity(document["severity"], f"{source}: severity")
+        for level, values in document["severity"].items():
+            base["severity"].setdefault(level, {}).update(values)
+    reasons = document.get("reasons") or {}
+    if not isinstance(reasons, dict):
+        raise KnowledgeError(f"{source}: `reasons` must be a mapping of reason names")
+    for name, entry in reasons.items():
+        merged = {**base["reasons"].get(str(name), {}), **_check_entry(entry or {}, f"{source}: reasons.{name}")}
+        base["reasons"][str(name)] = merged
+    counters = document.get("counters") or []
+    if not isinstance(counters, list):
+        raise KnowledgeError(f"{source}: `counters` must be a list")
+    by_id = {rule.id: index for index, rule in enumerate(base["counters"])}
+    added: list[CounterRule] = []
+    for index, entry in enumerate(counters):
+        where = f"{source}: counters[{index}]"
+        if isinstance(entry, dict) and entry.get("id") in by_id:
+            existing = base["counters"][by_id[entry["id"]]]
+            base["counters"][by_id[entry["id"]]] = _counter_rule(
+                {**existing.entry, "counter": existing.patterns, **entry}, where
+            )
+        else:
+            added.append(_counter_rule(entry, where))
+    base["counters"][:0] = added
+
+
+def load_knowledge(user_file: str | Path | None = None) -> KnowledgeBase:
+    """The shipped knowledge base, with USER_FILE (YAML, same shape) merged over it."""
+    base: JSON = {"severity": {}, "reasons": {}, "counters": []}
+    sources = []
+    package = resources.files("dropscope") / "knowledge"
+    for name in ("reasons.yml", "counters.yml"):
+        _merge(base, _read_yaml(package.joinpath(name).read_text(encoding="utf-8"), name), name)
+        sources.append(f"dropscope/knowledge/{name}")
+    if user_file is not None:
+        path = Path(user_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KnowledgeError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        _merge(base, _read_yaml(text, str(path)), str(path))
+        sources.append(str(path))
+    return KnowledgeBase(base["reasons"], base["counters"], base["severity"], sources)
+
+
+_DEFAULT: KnowledgeBase | None = None
+
+
+def default_knowledge() -> KnowledgeBase:
+    """The shipped knowledge base (loaded once)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_knowledge()
+    return _DEFAULT

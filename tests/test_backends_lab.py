@@ -1,0 +1,251 @@
+"""Every capture backend on the real lab: injected drops, right reasons and locations, clean afterwards.
+
+Runs the real drop_capture module inside lab hosts' network namespaces (as ansible runs it there), and
+the real dropwatch role through ansible-playbook. Other engineers may inject drops on this machine at
+the same time: kernel-scope counts (perf, tracefs) are asserted as "at least", and the exact counts
+are asserted with bpftrace and netns=self, which sees only its own host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import LAB3_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+COLLECTIONS = REPO / "collections"
+TARBALL = REPO.parent / "shared" / "vendor" / "dropwatch-1.5.5.tar.gz"
+KFREE_ENABLE = Path("/sys/kernel/tracing/events/skb/kfree_skb/enable")
+
+pytestmark = pytest.mark.lab
+
+
+def _lab(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", LAB3_NAME],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _module(netns: str, name: str, args: dict, path_extra: str = "", timeout: float = 120) -> dict:
+    """Run a collection module inside NETNS (its own mount namespace, like the lab's sshd) and return its result."""
+    env = {"PYTHONPATH": str(COLLECTIONS), "PATH": f"{path_extra}/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+    proc = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m",
+                           f"ansible_collections.dropscope.drops.plugins.modules.{name}"],
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _tracer_pids() -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in ("bpftrace", "dropwatch") or comm.startswith("perf"):
+            pids.append(int(pid))
+    return pids
+
+
+def _our_instances() -> list[str]:
+    instances = Path("/sys/kernel/tracing/instances")
+    return sorted(p.name for p in instances.iterdir() if p.name.startswith("dropscope-")) if instances.exists() else []
+
+
+def _state() -> dict:
+    return {"enable": KFREE_ENABLE.read_text() if KFREE_ENABLE.exists() else None, "instances": _our_instances()}
+
+
+def _ready_netns() -> set[int]:
+    found = set()
+    for marker in Path(tempfile.gettempdir()).glob("dropscope-capture-*/ready"):
+        try:
+            found.add(int(marker.read_text().strip() or 0))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tuple[str, str, int]]) -> dict:
+    """Run drop_capture in HOST while INJECT runs once its probe is live; return (capture, injected)."""
+    netns = lab["hosts"][host]["netns"]
+    inode = os.stat(f"/run/netns/{netns}").st_ino
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(_module(netns, "drop_capture", args)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    ready_by_marker = args.get("backend") in ("bpftrace", "tracefs", "auto")
+    if ready_by_marker:
+        while inode not in _ready_netns():
+            assert thread.is_alive() and time.monotonic() < deadline, result
+            time.sleep(0.02)
+    else:
+        time.sleep(2.5)  # perf is ready within 0.3 s of starting (LAB.md); the module starts it after ~1 s
+    injected = [_lab("inject", scenario, "--host", target, "--packets", str(packets))
+                for scenario, target, packets in inject]
+    thread.join(timeout=120)
+    assert "capture" in result, result
+    return {"capture": result["capture"], "injected": injected}
+
+
+def _drops(capture: dict, reason: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for drop in capture["drops"]:
+        if drop["reason"] == reason:
+            counts[drop["location"]] = counts.get(drop["location"], 0) + drop["count"]
+    return counts
+
+
+@pytest.fixture
+def clean_state():
+    before = _state()
+    yield before
+    assert _tracer_pids() == [] or _wait_no_tracers(), f"tracers left: {_tracer_pids()}"
+    assert _state() == before, "kfree_skb tracing state or ftrace instances changed"
+
+
+def _wait_no_tracers(timeout: float = 5) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not [pid for pid in _tracer_pids() if _in_lab(pid)]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _in_lab(pid: int) -> bool:
+    try:
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return False
+    return any(inode == os.stat(p).st_ino for p in Path("/run/netns").glob(f"{LAB3_NAME}*"))
+
+
+def test_bpftrace_netns_self_is_exact_per_host(lab3, clean_state):
+    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    try:
+        run = _capture_while_injecting(lab3, "h1", {"duration": 3, "backend": "bpftrace", "netns": "self"},
+                                       [("udp-firewall", "h1", 211), ("udp-noport", "h2", 137)])
+    finally:
+        _lab("inject", "clear", "--host", "h1")
+    capture = run["capture"]
+    assert (capture["status"], capture["scope"]) == ("ok", "netns"), capture["reason"]
+    assert _drops(capture, "NETFILTER_DROP") == {"nft_do_chain": 211}
+    assert "__udp4_lib_rcv" not in _drops(capture, "NO_SOCKET")  # h2's drops are not h1's
+    rule = next(d for d in capture["drops"] if d["reason"] == "NETFILTER_DROP")
+    assert (rule["l4"], rule["port"], rule["protocol"]) == ("udp", 8000, "IPv4")
+    assert capture["guard"]["active"] is False
+
+
+def test_bpftrace_port_filter(lab3, clean_state):
+    run = _capture_while_injecting(lab3, "h2", {"duration": 3, "backend": "bpftrace", "port": 9000},
+                                   [("udp-noport", "h2", 40), ("udp-noport", "h2", 0)])
+    capture = run["capture"]
+    assert capture["status"] == "ok"
+    assert [(d["reason"], d["location"], d["port"], d["count"]) for d in capture["drops"]] == [
+        ("NO_SOCKET", "__udp4_lib_rcv", 9000, 40)]
+
+
+def test_tracefs_sees_the_kernel_in_its_own_instance(lab3, clean_state):
+    run = _capture_while_injecting(lab3, "h3", {"duration": 3, "backend": "tracefs"},
+                                   [("udp-noport", "h2", 120)])
+    capture = run["capture"]
+    assert (capture["status"], capture["scope"]) == ("ok", "kernel"), capture["reason"]
+    assert capture["command"][1].startswith("instances/dropscope-")
+    # Kernel scope: at least h2's drops (other engineers' labs may add more).
+    assert _drops(capture, "NO_SOCKET").get("__udp4_lib_rcv", 0) >= 120
+    assert capture["lost_events"] == 0
+
+
+def test_perf_sees_the_kernel(lab3, clean_state):
+    run = _capture_while_injecting(lab3, "h1", {"duration": 4, "backend": "perf"}, [("udp-noport", "h2", 90)])
+    capture = run["capture"]
+    assert (capture["status"], capture["scope"]) == ("ok", "kernel"), capture["reason"]
+    assert _drops(capture, "NO_SOCKET").get("__udp4_lib_rcv", 0) >= 90
+
+
+def test_auto_chooses_per_host_and_says_why(lab3, clean_state):
+    result = _module(lab3["hosts"]["h2"]["netns"], "drop_capabilities", {})
+    caps = result["capabilities"]
+    ladder = {rung["backend"]: rung for rung in caps["ladder"]}
+    assert caps["chosen"] == "bpftrace" and ladder["perf"]["available"] and ladder["tracefs"]["available"]
+    assert caps["net_dm"]["present"] is False and caps["kfree_skb"]["reason_names"] > 100
+    run = _capture_while_injecting(lab3, "h2", {"duration": 2}, [("udp-noport", "h2", 25)])
+    capture = run["capture"]
+    assert capture["backend"] == "bpftrace" and capture["auto"]["chosen"] == "bpftrace"
+    assert capture["auto"]["why"].startswith("bpftrace is the cheapest rung that works here")
+    assert _drops(capture, "NO_SOCKET") == {"__udp4_lib_rcv": 25}
+
+
+@pytest.fixture(scope="module")
+def built_dropwatch(tmp_path_factory):
+    """dropwatch built from the shipped tarball by the real role through ansible-playbook."""
+    assert TARBALL.exists(), f"{TARBALL} missing (the shared/ directory sits beside the repository)"
+    work = tmp_path_factory.mktemp("dropwatch")
+    play = work / "play.yml"
+    play.write_text("- name: Build dropwatch\n  hosts: localhost\n  gather_facts: false\n"
+                    "  roles:\n    - role: dropscope.drops.dropwatch\n")
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ansible-playbook", "-i", "localhost,", "-c", "local", str(play),
+                               "-e", "ansible_python_interpreter=/usr/bin/python3",
+                               "-e", f"dropwatch_source_tarball={TARBALL}", "-e", f"dropwatch_prefix={work}/prefix",
+                               "-e", f"dropwatch_build_dir={work}/build", *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+
+    return {"run": run, "prefix": work / "prefix", "work": work, "first": run()}
+
+
+def test_dropwatch_role_builds_verified_and_idempotent(built_dropwatch):
+    first = built_dropwatch["first"]
+    assert first.returncode == 0, first.stdout[-4000:]
+    prefix = built_dropwatch["prefix"]
+    assert (prefix / "bin" / "dropwatch").exists()
+    marker = (prefix / "share" / "dropscope" / "dropwatch.installed").read_text()
+    assert "version=1.5.5" in marker
+    assert "sha256=2233d95371c16c8ced6d3b7b047dd925268b94d565f54cb9abf11a1cd6bc9ed2" in marker
+    assert not (built_dropwatch["work"] / "build").exists()
+    again = built_dropwatch["run"]()
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+    check = built_dropwatch["run"]("--check")
+    assert check.returncode == 0 and "changed=0" in check.stdout
+
+
+def test_dropwatch_role_refuses_a_wrong_checksum(built_dropwatch, tmp_path):
+    bad = built_dropwatch["run"]("-e", "dropwatch_source_sha256=" + "0" * 64,
+                                 "-e", f"dropwatch_prefix={tmp_path}/p", "-e", f"dropwatch_build_dir={tmp_path}/b")
+    assert bad.returncode == 2
+    assert "Checksum mismatch" in bad.stdout and "refusing to build" in bad.stdout
+    assert not (tmp_path / "b").exists() and not (tmp_path / "p" / "bin" / "dropwatch").exists()
+
+
+def test_dropwatch_fails_cleanly_without_net_dm(lab3, built_dropwatch, clean_state):
+    bindir = f"{built_dropwatch['prefix']}/bin:"
+    netns = lab3["hosts"]["h1"]["netns"]
+    caps = _module(netns, "drop_capabilities", {}, path_extra=bindir)["capabilities"]
+    ladder = {rung["backend"]: rung for rung in caps["ladder"]}
+    assert caps["tools"]["dropwatch"]["version"] == "1.5.5"
+    assert ladder["dropwatch"]["reason"] == "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"
+    capture = _module(netns, "drop_capture", {"duration": 1, "backend": "dropwatch"}, path_extra=bindir)["capture"]
+    assert (capture["status"], capture["reason"]) == ("unavailable", "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)")
+    # The binary itself, driven by the backend: it prints that NET_DM is missing and the backend says so.
+    sys.path.insert(0, str(COLLECTIONS))
+    from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import new_capture
+    from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+    from ansible_collections.dropscope.drops.plugins.module_utils.dropwatch_capture import run_dropwatch_capture
+
+    direct = new_capture("dropwatch", 1, False, None, None, 0)
+    with CaptureGuard(deadline_s=30) as guard:
+        run_dropwatch_capture(direct, guard, f"{built_dropwatch['prefix']}/bin/dropwatch", 1)
+    assert (direct["status"], direct["reason"]) == ("unavailable", "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)")
