@@ -4,7 +4,8 @@
 
 For each size it builds a lab (`dropscope lab up`, name `dsbench`, 198.18.5.0/24), runs the floor play
 (benchmarks/floor.yml: the same number of tasks, a plain `sleep DURATION` as the capture) and the real
-diagnose playbook in the same run, and prints wall time, wall/floor ratio and controller CPU per host.
+diagnose playbook once per backend (default: auto, which is bpftrace here, and perf) in the same run,
+and prints wall time, wall/floor ratio and controller CPU per host.
 Controller CPU is the CPU time of ansible-playbook and its children (workers, ssh clients); the lab
 hosts' own work (sshd, modules, perf) is not in it. Needs root. Lab hosts share this machine's cores
 with the controller, so from 10 hosts up the wall time also measures the hosts' CPU.
@@ -46,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="3,10,30")
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--backends", default="auto,perf")
     args = parser.parse_args()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -55,19 +57,21 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as runs:
                 common = ["-i", inventory, "-e", f"duration={args.duration}", "-f", str(max(size, 5))]
                 floor = _timed(["ansible-playbook", "benchmarks/floor.yml", *common])
-                diagnose = _timed(["ansible-playbook", "playbooks/diagnose-drops.yml", *common,
-                                   "-e", f"runs_dir={runs}", "-e", "run_id=bench"])
-                size_kb = sum(p.stat().st_size for p in Path(runs, "bench", "hosts").glob("*.json")) / size / 1024
-            rows.append((size, floor, diagnose, size_kb))
+                for backend in args.backends.split(","):
+                    diagnose = _timed(["ansible-playbook", "playbooks/diagnose-drops.yml", *common,
+                                       "-e", f"backend={backend}", "-e", f"runs_dir={runs}", "-e", f"run_id={backend}"])
+                    hosts_dir = Path(runs, backend, "hosts")
+                    size_kb = sum(p.stat().st_size for p in hosts_dir.glob("*.json")) / size / 1024
+                    rows.append((size, backend, floor, diagnose, size_kb))
         finally:
             _dropscope("lab", "down", *LAB)
     print(f"capture {args.duration} s; CPU = controller (ansible-playbook and its children), per host")
-    print("| hosts | floor wall s | diagnose wall s | wall / floor | floor CPU s/host | diagnose CPU s/host "
-          "| result KiB/host |")
-    print("|---|---|---|---|---|---|---|")
-    for size, floor, diagnose, size_kb in rows:
+    print("| hosts | backend | floor wall s | diagnose wall s | wall / floor | floor CPU s/host "
+          "| diagnose CPU s/host | result KiB/host |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size, backend, floor, diagnose, size_kb in rows:
         status = "" if floor[2] == diagnose[2] == 0 else f" (exit {floor[2]}/{diagnose[2]})"
-        print(f"| {size} | {floor[0]:.1f} | {diagnose[0]:.1f} | {diagnose[0] / floor[0]:.2f} | "
+        print(f"| {size} | {backend} | {floor[0]:.1f} | {diagnose[0]:.1f} | {diagnose[0] / floor[0]:.2f} | "
               f"{floor[1] / size:.2f} | {diagnose[1] / size:.2f} | {size_kb:.0f}{status} |")
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LAB3_NAME
+from playwright.sync_api import expect
 
 REPO = Path(__file__).resolve().parents[1]
 DURATION = 4
@@ -181,9 +182,41 @@ def test_html_report_in_chromium(fleet_run, chromium_page):
     for needle in ("h1", "h2", "h3", "NETFILTER_DROP", "NO_SOCKET", "QDISC_DROP", "nft_do_chain", "__udp4_lib_rcv"):
         assert needle in text, needle
     assert errors == []
+    # A host's drill-down: its finding and the capture ladder (which backend, why not the others).
+    page.locator("#host-matrix tbody td.host a", has_text="h3").click()
+    section = page.locator("#host-detail section.host")
+    expect(section.locator("h2")).to_have_text("h3")
+    assert "drops on transmit in the tbf qdisc of tx0" in section.inner_text()
+    ladder = section.locator("table.ladder-table").inner_text()
+    # dropwatch is never usable here: not installed, or (once built) no NET_DM in this kernel.
+    assert "bpftrace \u2190 used\tyes" in ladder and "\ndropwatch\tno\t" in ladder
+    assert errors == []
     shots = REPO / "test-artifacts"
     shots.mkdir(exist_ok=True)
     page.screenshot(path=str(shots / "fleet-report.png"), full_page=True)
+
+
+def test_findings_name_the_cause_and_the_knob_on_the_right_host(fleet_run):
+    """Each injected recipe becomes one problem finding, on its own host, with the knob to change."""
+    report = fleet_run["report"]
+    findings = {name: {f["key"]: f for f in _host(report, name)["findings"] if f["severity"] != "info"}
+                for name in ("h1", "h2", "h3")}
+    assert sorted(findings["h1"]) == ["NETFILTER_DROP"]
+    assert sorted(findings["h2"]) == ["NO_SOCKET"]
+    assert sorted(findings["h3"]) == ["QDISC_DROP"]
+    firewall, noport = findings["h1"]["NETFILTER_DROP"], findings["h2"]["NO_SOCKET"]
+    qdisc = findings["h3"]["QDISC_DROP"]
+    assert "port 8000" in firewall["explanation"] and "`udp dport 8000 drop`" in firewall["explanation"]
+    assert "counted 500 packets" in firewall["explanation"]
+    assert "the firewall rule (nft / iptables)" in firewall["knobs"]
+    assert "UdpNoPorts +300" in noport["explanation"]
+    assert "tbf qdisc of tx0" in qdisc["explanation"]
+    assert f"dropped +{fleet_run['h3_tbf_dropped']}" in qdisc["explanation"]
+    assert any(knob.startswith("the qdisc limit") for knob in qdisc["knobs"])
+    for name in ("h1", "h2", "h3"):
+        host = _host(report, name)
+        assert host["verdict"] == "problem" and all(f["attributed_to"] == [name] for f in findings[name].values())
+    assert report["fleet"]["verdict"] == "problem"
 
 
 def test_unreachable_host_is_recorded_and_the_others_complete(lab3, tmp_path):

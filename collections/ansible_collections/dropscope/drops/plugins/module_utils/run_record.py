@@ -65,7 +65,8 @@ def _task_error(result):
 def host_record(host, results):
     """One host's file from the registered results of its three tasks (`before`, `capture`, `after`).
 
-    The optional `capabilities` result (drop_capabilities) is stored as "capabilities" when it succeeded.
+    The optional `capabilities` result (drop_capture's or drop_capabilities') is stored as "capabilities"
+    when it succeeded.
 
     The first stage that did not succeed sets the status and the error; what came before it is kept.
     """
@@ -83,7 +84,7 @@ def host_record(host, results):
             record["error"] = "%s: no result (the task did not run)" % stage
             break
         record[stage] = result[key]
-    # Optional: which capture backends the host offered (drop_capabilities); never makes a host fail.
+    # Optional: which capture backends the host offered (the capabilities ladder); never makes a host fail.
     capabilities = results.get("capabilities")
     if isinstance(capabilities, dict) and isinstance(capabilities.get("capabilities"), dict) \
             and not _task_error(capabilities):

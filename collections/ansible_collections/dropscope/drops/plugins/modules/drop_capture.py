@@ -253,6 +253,13 @@ capture:
       type: dict
       sample: {"max_event_rate": 50000, "measured_rate": 212000, "active": true, "window_s": 3, "stacks": false,
                "actions": ["captured 3 s of 10 s (sampling in time): counts cover the window only"]}
+capabilities:
+  description:
+    - What the host offers for capturing, as M(dropscope.drops.drop_capabilities) returns it; the ladder
+      that V(auto) chose from (see RV(capture.auto)).
+  returned: always
+  type: dict
+  sample: {"chosen": "bpftrace", "ladder": [{"backend": "bpftrace", "available": true, "reason": null}]}
 """
 
 
@@ -332,7 +339,7 @@ def main():
             capture["command"] = check_mode_command(backend, host, params) if not reason else []
             capture["auto"] = {"requested": params["backend"], "chosen": backend if not reason else None,
                                "tried": tried, "why": None}
-            module.exit_json(changed=False, capture=capture)
+            module.exit_json(changed=False, capture=capture, capabilities=caps)
         try:
             capture = run_capture(host, params, system, reasons, caps, mount.root)
         except (IOError, OSError) as exc:
@@ -340,7 +347,8 @@ def main():
     if capture["backend"] == "perf" and capture["status"] == "unavailable" and caps["tools"]["perf"]["path"] is None:
         capture["reason"] = PERF_MISSING
     # A capture that is unavailable or failed is data for the report, not a task failure.
-    module.exit_json(changed=False, capture=capture)
+    # The capabilities it chose from come back too, so a run needs no separate drop_capabilities task.
+    module.exit_json(changed=False, capture=capture, capabilities=caps)
 
 
 if __name__ == "__main__":
