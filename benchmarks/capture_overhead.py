@@ -1,27 +1,37 @@
-"""What a capture costs the host that drops: throughput kept and CPU per event, per backend, same run.
+"""What a capture costs the host that drops: steady-state throughput kept, start-up cost, per backend.
 
 A bounded drop workload runs in a lab network namespace of its own (`dsbench-<pid>`, loopback only):
 UDP datagrams to a closed port (NO_SOCKET) or to a port an nft rule drops (NETFILTER_DROP), from one
-core, for a fixed time. Each round measures the workload without capture, then with each backend
-(drop_capture run in the namespace, as Ansible would, for SECONDS - 3 s while the workload runs SECONDS
-s, so the rate probe, the attach and the capture all happen under load), in the same run. Printed per backend: drops/s,
-throughput kept (ratio to the no-capture rounds), total CPU (all cores, from /proc/stat) per event
-beyond the no-capture cost, and the size of the JSON result.
+core. The sender logs (time, packets sent) every 50 ms, so throughput is read over exact windows.
 
-    sudo python3 benchmarks/capture_overhead.py [--rounds 2] [--seconds 8] [--kinds noport,firewall]
+Each round measures, per backend, a pair: no capture, then the capture (alternating, so slow drift
+hits both alike). With a capture, the sender starts first (so the rate guard's probe sees the load),
+drop_capture starts in the namespace as Ansible would, the benchmark waits for the capture to be live
+(the guard's `ready` marker in the capture's temporary directory; for perf, which has none, the
+`perf.data` file appearing), lets it settle, and then measures the sender over a fixed window while
+the capture runs. "kept" is that window's throughput over the same round's no-capture window; CPU is
+all cores (from /proc/stat) per drop in the window, beside the no-capture figure. Start-up
+is reported on its own: seconds from module start to live, and CPU (all cores, from /proc/stat) used
+in that time beyond what the sender alone uses.
 
-The namespace and its nft table are removed on every exit path. No traffic leaves the namespace.
+    sudo python3 benchmarks/capture_overhead.py [--rounds 3] [--window 3] [--kinds noport,firewall]
+
+Every traffic loop is bounded in packets and seconds and sends only to 127.0.0.1 inside the namespace.
+The namespace, its nft table and the capture's temporary directory are removed on every exit path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,128 +40,254 @@ COLLECTIONS = REPO / "collections"
 NETNS = f"dsbench-{os.getpid()}"
 MAX_SECONDS = 30.0
 MAX_PACKETS = 20_000_000
+SETTLE_S = 0.5  # after the capture is live, before the window starts
+STARTUP_MAX_S = 20.0
+MAX_EVENT_RATE = 50000  # the module's default
 
+# Sends until `seconds` or `limit` packets; prints "monotonic sent" every 50 ms and at the end.
 FLOOD = """
 import socket, sys, time
 seconds, port, limit = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 payload, addr = b"x" * 16, ("127.0.0.1", port)
 sent, start = 0, time.monotonic()
-end = start + seconds
-while sent < limit and time.monotonic() < end:
-    for _ in range(1000):
+end, tick = start + seconds, start
+print(start, 0, flush=True)
+while sent < limit:
+    for _ in range(500):
         sock.sendto(payload, addr)
-    sent += 1000
-print(sent / (time.monotonic() - start))
+    sent += 500
+    now = time.monotonic()
+    if now >= tick + 0.05:
+        tick = now
+        print(now, sent, flush=True)
+        if now >= end:
+            break
+print(time.monotonic(), sent, flush=True)
 """
 
 CONFIGS = {
-    "none": None,
-    "bpftrace netns=self, guard off": {"backend": "bpftrace", "netns": "self", "max_event_rate": 0},
-    "bpftrace netns=self, guard on (default)": {"backend": "bpftrace", "netns": "self"},
+    "bpftrace netns=self, guard off (full program)": {"backend": "bpftrace", "netns": "self", "max_event_rate": 0},
+    "default: auto → bpftrace netns=self, guard on": {},
     "perf, guard off": {"backend": "perf", "max_event_rate": 0},
-    "perf -g (stacks), guard off": {"backend": "perf", "stacks": True, "max_event_rate": 0},
     "perf -g (stacks), guard on": {"backend": "perf", "stacks": True},
     "tracefs, guard off": {"backend": "tracefs", "max_event_rate": 0},
 }
 PORTS = {"noport": 9, "firewall": 8000}
+HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _netns(*argv: str) -> list[str]:
     return ["ip", "netns", "exec", NETNS, *argv]
 
 
-def _busy_jiffies() -> int:
+def _busy_s() -> float:
+    """CPU seconds used so far on all cores (all but idle and iowait), from /proc/stat."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     values = [int(v) for v in fields]
-    return sum(values) - values[3] - values[4]  # all but idle and iowait
+    return (sum(values) - values[3] - values[4]) / HZ
 
 
-def _flood(seconds: float, port: int) -> float:
-    out = subprocess.run(_netns(sys.executable, "-c", FLOOD, str(seconds), str(port), str(MAX_PACKETS)),
-                         capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
-    return float(out.strip())
+def _sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
-def measure(config: dict | None, seconds: float, port: int, inode: int) -> dict:
-    if config is None:
-        busy = _busy_jiffies()
-        rate = _flood(seconds, port)
-        return {"rate": rate, "cpu_s": (_busy_jiffies() - busy) / os.sysconf("SC_CLK_TCK"), "size": 0,
-                "events": 0, "guard": None}
-    # The workload runs the whole time: the rate guard's probe, the attach and the capture all see it.
-    args = dict(config, duration=max(1, int(seconds - 3)))
-    result: dict = {}
+class Flood:
+    """The bounded sender, in its own process group; `sent_at(t)` interpolates its (time, sent) log."""
+
+    def __init__(self, seconds: float, port: int):
+        self.proc = subprocess.Popen(_netns(sys.executable, "-c", FLOOD, str(min(seconds, MAX_SECONDS)),
+                                            str(port), str(MAX_PACKETS)),
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.log = [tuple(float(v) for v in self.proc.stdout.readline().split())]
+        self.start = self.log[0][0]
+
+    def stop(self, wait: bool = False) -> None:
+        """Stop the sender (or with `wait`, let it reach its own bound) and read the rest of its log."""
+        if not wait and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        out, _ = self.proc.communicate(timeout=30)
+        self.log += [tuple(float(v) for v in line.split()) for line in out.splitlines() if line.strip()]
+
+    def sent_at(self, when: float) -> float:
+        for (t0, n0), (t1, n1) in zip(self.log, self.log[1:], strict=False):
+            if t0 <= when <= t1:
+                return n0 + (n1 - n0) * (when - t0) / (t1 - t0) if t1 > t0 else n1
+        raise ValueError(f"the sender's log does not cover t={when:.3f}")
+
+    def rate(self, begin: float, end: float) -> float:
+        return (self.sent_at(end) - self.sent_at(begin)) / (end - begin)
+
+
+def measure_none(port: int, window: float) -> dict:
+    flood = Flood(1.0 + window + 0.3, port)
+    try:
+        begin = flood.start + 1.0
+        _sleep_until(begin)
+        busy = _busy_s()
+        _sleep_until(begin + window)
+        cpu = _busy_s() - busy
+    finally:
+        flood.stop(wait=True)
+    return {"rate": flood.rate(begin, begin + window), "cpu_per_s": cpu / window}
+
+
+def _live(tmpdir: str) -> bool:
+    root = Path(tmpdir)
+    return any(root.glob("dropscope-capture-*/ready")) or any(root.glob("dropscope-capture-*/perf.data"))
+
+
+def measure_capture(config: dict, port: int, window: float, none: dict) -> dict:
+    """Sender first, then drop_capture; wait until live, settle, measure `window` s while it captures."""
+    need = SETTLE_S + window + 1.0
+    duration = math.ceil(need)
+    if config.get("max_event_rate", MAX_EVENT_RATE):
+        # The guard captures duration * max_event_rate / rate s: ask for enough that the window fits.
+        duration = min(120, max(duration, math.ceil(need * none["rate"] * 1.2 / MAX_EVENT_RATE)))
+    tmpdir = tempfile.mkdtemp(prefix="dsbench-")
+    os.chmod(tmpdir, 0o700)
+    args = dict(config, duration=duration, tmpdir=tmpdir)
     env = {"PYTHONPATH": str(COLLECTIONS), "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
-    flood: dict = {}
-
-    def run_flood() -> None:
-        busy = _busy_jiffies()
-        flood["rate"] = _flood(seconds, port)
-        flood["cpu_s"] = (_busy_jiffies() - busy) / os.sysconf("SC_CLK_TCK")
-
-    thread = threading.Thread(target=run_flood)
-    thread.start()
-    time.sleep(0.3)
     module = "ansible_collections.dropscope.drops.plugins.modules.drop_capture"
-    proc = subprocess.run(_netns(sys.executable, "-m", module),
-                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
-                          env=env, timeout=seconds + 120)
-    result.update(json.loads(proc.stdout) if proc.stdout.strip() else {"error": proc.stderr[-500:]})
-    thread.join()
+    flood = Flood(STARTUP_MAX_S + SETTLE_S + window + 1.0, port)
+    proc = None
+    try:
+        _sleep_until(flood.start + 0.3)
+        busy0, started = _busy_s(), time.monotonic()
+        proc = subprocess.Popen(_netns(sys.executable, "-m", module), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        proc.stdin.write(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+        proc.stdin.close()
+        proc.stdin = None  # communicate() below only reads
+        ready = None
+        while time.monotonic() < started + STARTUP_MAX_S and proc.poll() is None:
+            if _live(tmpdir):
+                ready = time.monotonic()
+                break
+            time.sleep(0.01)
+        if ready is None:
+            out, err = proc.communicate(timeout=120)
+            return {"error": "capture never went live: " + (out[-300:] or err[-300:])}
+        startup_cpu = _busy_s() - busy0 - none["cpu_per_s"] * (ready - started)
+        begin = ready + SETTLE_S
+        _sleep_until(begin)
+        busy1 = _busy_s()
+        _sleep_until(begin + window)
+        cpu = _busy_s() - busy1
+        time.sleep(0.15)  # one more log line past the window's end
+        flood.stop()
+        out, err = proc.communicate(timeout=duration + 120)
+    finally:
+        if flood.proc.poll() is None:
+            flood.stop()
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the module's guard stops its tracer and cleans up
+            proc.wait(timeout=30)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    result = json.loads(out) if out.strip() else {"error": err[-500:]}
     capture = result.get("capture", {})
-    return {"rate": flood["rate"], "cpu_s": flood["cpu_s"], "size": len(json.dumps(capture)),
-            "events": capture.get("events", 0), "guard": capture.get("guard"), "status": capture.get("status"),
-            "error": result.get("error")}
+    end = begin + window
+    cut = None
+    if capture.get("backend") in ("bpftrace", "tracefs") and capture.get("duration_s"):
+        # These start counting at `ready`: a window past the capture's end would measure no capture.
+        capture_end = ready + capture["duration_s"] - 0.05
+        if capture_end < end:
+            end, cut = capture_end, round(capture_end - begin, 2)
+    if end - begin < 1.0:
+        return {"error": f"capture too short to measure ({capture.get('duration_s')} s)"}
+    rate = flood.rate(begin, end)
+    return {"rate": rate, "kept": rate / none["rate"], "cpu_us": cpu / window / rate * 1e6,
+            "none_cpu_us": none["cpu_per_s"] / none["rate"] * 1e6,
+            "startup_s": ready - started, "startup_cpu": startup_cpu, "size": len(json.dumps(capture)),
+            "guard": capture.get("guard") or {}, "status": capture.get("status"), "backend": capture.get("backend"),
+            "events": capture.get("events", 0), "cut": cut,
+            "error": result.get("msg") if result.get("failed") else None}
+
+
+def _note(rows: list[dict]) -> str:
+    """Backend and what the guard did, shortened: "bpftrace: lean program; captured 5 s of 23 s"."""
+    guard = rows[-1].get("guard") or {}
+    short = []
+    for action in guard.get("actions") or []:
+        if action.startswith("bpftrace: "):
+            action = action[len("bpftrace: "):]
+        short.append(action.split(" (")[0].split(":")[0])
+    note = "; ".join(short) or ("guard off" if not guard.get("max_event_rate") else "guard idle")
+    note = "/".join(sorted({str(r.get("backend")) for r in rows})) + ": " + note
+    statuses = sorted({str(r.get("status")) for r in rows})
+    if statuses != ["ok"]:
+        note += " (status: %s)" % ", ".join(statuses)
+    cuts = [r["cut"] for r in rows if r.get("cut")]
+    if cuts:
+        note += f" (window cut to {min(cuts):g} s)"
+    return note
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=float, default=3.0, help="seconds measured per capture")
     parser.add_argument("--kinds", default="noport,firewall")
     parser.add_argument("--configs", default=";".join(CONFIGS), help="names separated by ;")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (network namespaces, tracing)", file=sys.stderr)
         return 1
-    if not 0 < args.seconds <= MAX_SECONDS or not 0 < args.rounds <= 10:
-        print(f"--seconds must be in (0, {MAX_SECONDS:g}] and --rounds 1..10", file=sys.stderr)
+    if not 1.0 <= args.window <= 10.0 or not 0 < args.rounds <= 10:
+        print("--window must be in [1, 10] s and --rounds 1..10", file=sys.stderr)
         return 1
     kinds = [k for k in args.kinds.split(",") if k]
     configs = [c for c in args.configs.split(";") if c]
     subprocess.run(["ip", "netns", "add", NETNS], check=True)
     try:
         subprocess.run(_netns("ip", "link", "set", "lo", "up"), check=True)
-        inode = os.stat(f"/run/netns/{NETNS}").st_ino
         if "firewall" in kinds:
             subprocess.run(_netns("nft", "add", "table", "inet", "dsbench"), check=True)
             subprocess.run(_netns("nft", "add", "chain", "inet", "dsbench", "input",
                                   "{ type filter hook input priority filter; policy accept; }"), check=True)
             subprocess.run(_netns("nft", "add", "rule", "inet", "dsbench", "input", "udp", "dport",
                                   str(PORTS["firewall"]), "drop"), check=True)
-        print(f"{os.cpu_count()} CPUs, {args.rounds} rounds x {args.seconds:g} s per measurement, one sending core")
+        print(f"{os.cpu_count()} CPUs, {args.rounds} rounds, one sending core; per pair: no capture "
+              f"{args.window:g} s, then capture live + {SETTLE_S:g} s settle, {args.window:g} s measured")
         for kind in kinds:
             samples: dict[str, list[dict]] = {name: [] for name in configs}
+            nones: list[dict] = []
             for _round in range(args.rounds):
                 for name in configs:
-                    samples[name].append(measure(CONFIGS[name], args.seconds, PORTS[kind], inode))
-            base = statistics.mean(s["rate"] for s in samples["none"]) if "none" in samples else None
-            base_cpu = statistics.mean(s["cpu_s"] / (s["rate"] * args.seconds) for s in samples["none"])
-            print(f"\n{kind}: {base:,.0f} drops/s without capture")
-            print("| capture | drops/s | kept | kept min | extra CPU µs/event (all cores) | result bytes | guard |")
-            print("|---|---|---|---|---|---|---|")
+                    none = measure_none(PORTS[kind], args.window)
+                    nones.append(none)
+                    row = measure_capture(CONFIGS[name], PORTS[kind], args.window, none)
+                    row["none_rate"] = none["rate"]
+                    samples[name].append(row)
+                    if row.get("error"):
+                        print(f"  {kind} / {name}: {row['error']}", file=sys.stderr)
+            base = statistics.mean(n["rate"] for n in nones)
+            print(f"\n{kind}: {base:,.0f} drops/s without capture (mean of {len(nones)} windows, "
+                  f"{min(n['rate'] for n in nones):,.0f}–{max(n['rate'] for n in nones):,.0f})")
+            print("| capture | drops/s (capture) | drops/s (paired no capture) | kept | kept min | "
+                  "CPU µs/drop, all cores (no capture) | start-up to live s | start-up extra CPU s | result bytes | "
+                  "backend: guard |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for name in configs:
-                rows = samples[name]
-                rate = statistics.mean(r["rate"] for r in rows)
-                kept = [r["rate"] / base for r in rows]
-                cpu = statistics.mean(r["cpu_s"] / (r["rate"] * args.seconds) for r in rows) - base_cpu
-                guard = rows[-1]["guard"] or {}
-                note = "; ".join(guard.get("actions") or []) or ("off" if not guard.get("max_event_rate") else "idle")
-                if any(r.get("status") not in (None, "ok") for r in rows):
-                    note += " (status: %s)" % ", ".join(sorted({str(r.get("status")) for r in rows}))
-                print(f"| {name} | {rate:,.0f} | {statistics.mean(kept):.2f} | {min(kept):.2f} | "
-                      f"{cpu * 1e6:.2f} | {max(r['size'] for r in rows)} | {note} |")
+                rows = [r for r in samples[name] if not r.get("error")]
+                if not rows:
+                    print(f"| {name} | failed: {samples[name][-1]['error']} |")
+                    continue
+                kept = [r["kept"] for r in rows]
+                print(f"| {name} | {statistics.mean(r['rate'] for r in rows):,.0f} | "
+                      f"{statistics.mean(r['none_rate'] for r in rows):,.0f} | {statistics.mean(kept):.2f} | "
+                      f"{min(kept):.2f} | {statistics.mean(r['cpu_us'] for r in rows):.2f} "
+                      f"({statistics.mean(r['none_cpu_us'] for r in rows):.2f}) | "
+                      f"{statistics.mean(r['startup_s'] for r in rows):.2f} | "
+                      f"{statistics.mean(r['startup_cpu'] for r in rows):.2f} | {max(r['size'] for r in rows)} | "
+                      f"{_note(rows)} |")
+            sys.stdout.flush()
     finally:
         subprocess.run(["ip", "netns", "del", NETNS], check=False)
     return 0

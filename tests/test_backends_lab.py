@@ -148,6 +148,46 @@ def test_bpftrace_netns_self_is_exact_per_host(lab3, clean_state):
     assert capture["guard"]["active"] is False
 
 
+# A bounded background sender (loopback inside one lab host, at most RATE packets/s for SECONDS s).
+BACKGROUND = """
+import socket, sys, time
+rate, seconds = int(sys.argv[1]), float(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+sent = 0
+while sent < rate * seconds and time.monotonic() < start + seconds:
+    for _ in range(100):
+        sock.sendto(b"x", ("127.0.0.1", 9))
+    sent += 100
+    time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+"""
+
+
+def test_bpftrace_guard_lean_program_stays_exact_per_host(lab3, clean_state):
+    """Above max_event_rate bpftrace runs its lean program: no ports, netns=self still exact."""
+    background = subprocess.Popen(["ip", "netns", "exec", lab3["hosts"]["h2"]["netns"], sys.executable, "-c",
+                                   BACKGROUND, "5000", "12"])
+    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    try:
+        time.sleep(0.3)
+        run = _capture_while_injecting(lab3, "h1", {"duration": 16, "backend": "bpftrace", "netns": "self",
+                                                    "max_event_rate": 1000},
+                                       [("udp-firewall", "h1", 173)])
+    finally:
+        _lab("inject", "clear", "--host", "h1")
+        background.kill()
+        background.wait()
+    capture = run["capture"]
+    guard = capture["guard"]
+    assert (capture["status"], capture["scope"]) == ("ok", "netns"), capture["reason"]
+    assert guard["active"] and guard["bpftrace_program"] == "lean", guard
+    assert guard["actions"][0].startswith("bpftrace: lean program"), guard
+    assert _drops(capture, "NETFILTER_DROP") == {"nft_do_chain": 173}
+    assert "__udp4_lib_rcv" not in _drops(capture, "NO_SOCKET")  # h2's background drops are not h1's
+    rule = next(d for d in capture["drops"] if d["reason"] == "NETFILTER_DROP")
+    assert (rule["l4"], rule["port"], rule["protocol"]) == (None, None, "IPv4")
+
+
 def test_bpftrace_port_filter(lab3, clean_state):
     run = _capture_while_injecting(lab3, "h2", {"duration": 3, "backend": "bpftrace", "port": 9000},
                                    [("udp-noport", "h2", 40), ("udp-noport", "h2", 0)])

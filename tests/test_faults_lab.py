@@ -63,6 +63,11 @@ def _capture_dirs() -> set[str]:
     return {str(p) for p in Path("/tmp").glob("dropscope-capture-*")}
 
 
+def _payload_dirs() -> set[str]:
+    """Directories Ansible unpacked dropscope modules into (its wrapper removes them on return)."""
+    return {str(p) for p in Path("/tmp").glob("ansible_dropscope.drops.*_payload_*")}
+
+
 def _tracing_state() -> dict[str, str]:
     state = {}
     for path in (TRACING / "events/skb/kfree_skb/enable", TRACING / "events/skb/kfree_skb/filter"):
@@ -99,6 +104,7 @@ def test_check_mode_runs_the_whole_playbook_without_capturing(lab3, tmp_path):
 def test_controller_killed_during_capture_leaves_nothing_on_the_hosts(lab3, tmp_path):
     tracing_before = _tracing_state()
     dirs_before = _capture_dirs()
+    payloads_before = _payload_dirs()
     duration = 3
     playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="killed")
     _wait_for_captures(lab3, playbook)
@@ -109,6 +115,7 @@ def test_controller_killed_during_capture_leaves_nothing_on_the_hosts(lab3, tmp_
     # Within the capture's own deadline plus a few seconds, every host is as it was.
     assert _wait_until(lambda: not any(_host_processes(lab3).values()), duration + 15), _host_processes(lab3)
     assert _wait_until(lambda: not (dirs_during & _capture_dirs()), 5), dirs_during & _capture_dirs()
+    assert _wait_until(lambda: not (_payload_dirs() - payloads_before), 12), _payload_dirs() - payloads_before
     assert _tracing_state() == tracing_before
     assert not (tmp_path / "killed").exists(), "a killed run must not leave a run directory"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".killed")], "nor a half-written one"
@@ -217,6 +224,7 @@ def test_module_killed_on_a_host_fails_that_host_and_its_guardian_cleans_up(lab3
     duration = 20
     netns = lab3["hosts"]["h3"]["netns"]
     dirs_before = _capture_dirs()
+    payloads_before = _payload_dirs()
     playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="modkill")
     try:
         _wait_for_captures(lab3, playbook)
@@ -234,6 +242,8 @@ def test_module_killed_on_a_host_fails_that_host_and_its_guardian_cleans_up(lab3
             os.killpg(playbook.pid, signal.SIGKILL)
     assert cleaned_in < 5 < duration
     assert not (_capture_dirs() - dirs_before), "the killed module's temp files are left"
+    # Ansible unpacked the module into a payload dir its wrapper would remove; the guardian did it instead.
+    assert _wait_until(lambda: not (_payload_dirs() - payloads_before), 12), _payload_dirs() - payloads_before
     assert playbook.returncode == 2, output[-3000:]
     manifest = json.loads((tmp_path / "modkill" / "manifest.json").read_text())
     statuses = {entry["host"]: entry["status"] for entry in manifest["hosts"]}

@@ -37,26 +37,42 @@ DEFAULT_MAX_EVENT_RATE = 50000
 PROBE_S = 0.25
 
 
-def guard_plan(duration, stacks, max_event_rate, rate):
-    """What the rate guard does for a capture of `duration` s at `rate` kfree_skb events/s.
+LEAN_ACTION = ("bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header"
+               " parsing, so no l4/port columns)")
+FULL_KEPT_ACTION = "bpftrace: full program kept (the port filter needs the packet headers)"
+
+
+def guard_plan(duration, stacks, max_event_rate, rate, backend=None, port=0):
+    """What the rate guard does for a capture of `duration` s with `backend` at `rate` kfree_skb events/s.
 
     Every backend pays a fixed cost per event while attached (here ~0.5 µs on the CPU that drops the
-    packet, LAB.md/README "Performance"). Above `max_event_rate` the guard turns stacks off and
-    captures a window of ``duration * max_event_rate / rate`` seconds (at least 1) instead of the
-    whole duration, so the cost stays about that of `max_event_rate` events/s. `max_event_rate` 0 turns
-    the guard off.
+    packet, LAB.md/README "Performance"). Above `max_event_rate` the guard turns stacks off, makes
+    bpftrace run its lean program (no packet-header parsing: the per-packet work that costs most;
+    kept full when a `port` filter needs the headers) and captures a window of
+    ``duration * max_event_rate / rate`` seconds (at least 1) instead of the whole duration, so the
+    cost stays about that of `max_event_rate` events/s. `max_event_rate` 0 turns the guard off.
+    ``bpftrace_program`` is "full" or "lean" (None for other backends).
 
     >>> guard_plan(10, True, 50000, 200000)["window_s"]
     3
+    >>> guard_plan(10, False, 50000, 200000, backend="bpftrace")["bpftrace_program"]
+    'lean'
     """
     plan = {"max_event_rate": max_event_rate, "measured_rate": None if rate is None else int(round(rate)),
-            "active": False, "actions": [], "window_s": duration, "stacks": stacks}
+            "active": False, "actions": [], "window_s": duration, "stacks": stacks,
+            "bpftrace_program": "full" if backend == "bpftrace" else None}
     if not max_event_rate or rate is None or rate <= max_event_rate:
         return plan
     plan["active"] = True
     if stacks:
         plan["stacks"] = False
         plan["actions"].append("stacks off")
+    if backend == "bpftrace":
+        if port:
+            plan["actions"].append(FULL_KEPT_ACTION)
+        else:
+            plan["bpftrace_program"] = "lean"
+            plan["actions"].append(LEAN_ACTION)
     window = max(1, int(math.ceil(duration * float(max_event_rate) / rate)))
     if window < duration:
         plan["window_s"] = window
@@ -134,7 +150,8 @@ def _run_one(backend, capture, guard, host, params, plan, reasons, tracefs_root)
             capture["reason"] = "netns=self but the module's network namespace inode is unknown"
             return capture
         run_bpftrace_capture(capture, guard, host.find_bin("bpftrace"), duration, netns=netns or 0,
-                             port=params["port"] or 0, reasons=reasons, top=params["top"])
+                             port=params["port"] or 0, reasons=reasons, top=params["top"],
+                             lean=plan["bpftrace_program"] == "lean")
         if params["netns"] == "self":
             capture["scope"] = "netns"
     elif backend == "tracefs":
@@ -198,8 +215,10 @@ def run_capture(host, params, system, reasons, caps, tracefs_root):
                 rate, _name = probe_rate(guard, tracefs_root, PROBE_S)
             except (IOError, OSError):
                 rate = None
-        plan = guard_plan(params["duration"], params["stacks"], params["max_event_rate"], rate)
+        plan = None
         for backend in order:
+            plan = guard_plan(params["duration"], params["stacks"], params["max_event_rate"], rate,
+                              backend=backend, port=params["port"])
             attempt = new_capture(backend, params["duration"], params["stacks"], system["boot_id"],
                                   system["netns_inode"], len(reasons))
             started = time.monotonic()

@@ -14,6 +14,10 @@ the capture's temporary directory when either happens first:
 Process groups are registered before they can do anything and unregistered before they are reaped,
 so the guardian never signals a process group id that the kernel could have reused.
 
+If the module dies without its orderly end (SIGKILL, OOM), the guardian also removes the directory
+Ansible unpacked the module into (``ansible_<module>_payload_<random>``), which Ansible's own wrapper
+would have removed on a normal return.
+
 Directories outside the temporary directory (an ftrace instance under
 ``/sys/kernel/tracing/instances/``) can be registered with ``remove_dir_on_exit``: the guardian
 removes them (``rmdir``, retried while the kernel says EBUSY) after stopping the process groups.
@@ -25,6 +29,7 @@ __metaclass__ = type
 
 import errno
 import os
+import re
 import select
 import shutil
 import signal
@@ -38,6 +43,40 @@ TERM_GRACE_S = 1.0
 POLL_S = 0.05
 # How long a registered directory's removal is retried while the kernel answers EBUSY.
 RMDIR_RETRY_S = 2.0
+# How long the guardian waits for a module that vanished without its orderly end to be gone.
+OWNER_EXIT_WAIT_S = 10.0
+# Ansible unpacks a module into e.g. /tmp/ansible_dropscope.drops.drop_capture_payload_x1y2z3.
+_PAYLOAD_DIR = re.compile(r"^ansible_[A-Za-z0-9_.]+_payload_[A-Za-z0-9_]+$")
+
+
+def ansible_payload_dir(module_file=__file__):
+    """The directory Ansible unpacked this module into, or None when it does not run from one."""
+    path = os.path.abspath(module_file)
+    while True:
+        parent, name = os.path.split(path)
+        if _PAYLOAD_DIR.match(name) and os.path.isdir(path):
+            return path
+        if parent == path:
+            return None
+        path = parent
+
+
+def _gone(pid):
+    """True once `pid` has exited (a zombie counts as exited)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (IOError, OSError, IndexError):
+        return True
+
+
+def _wait_gone(pid, timeout):
+    end = time.monotonic() + timeout
+    while not _gone(pid):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _remove_dir(path, retry_s=RMDIR_RETRY_S):
@@ -73,10 +112,15 @@ def _kill_group(pgid, grace=TERM_GRACE_S):
             time.sleep(0.02)
 
 
-def _guardian(read_fd, tmpdir, deadline):
-    """Body of the guardian process: wait for EOF or the deadline, then stop groups and remove tmpdir."""
+def _guardian(read_fd, tmpdir, deadline, owner_pid=None, payload_dir=None):
+    """Body of the guardian process: wait for EOF or the deadline, then stop groups and remove tmpdir.
+
+    At an end-of-file without the module's orderly "e" message the module died: once it is gone, its
+    Ansible payload directory is removed too.
+    """
     groups = set()
     dirs = []
+    orderly = eof = False
     buffered = b""
     while True:
         remaining = deadline - time.monotonic()
@@ -87,6 +131,7 @@ def _guardian(read_fd, tmpdir, deadline):
             break
         chunk = os.read(read_fd, 4096)
         if not chunk:
+            eof = True
             break
         buffered += chunk
         while b"\n" in buffered:
@@ -101,6 +146,8 @@ def _guardian(read_fd, tmpdir, deadline):
                 path = bytes.fromhex(line[1:].decode("ascii"))
                 if path in dirs:
                     dirs.remove(path)
+            elif line == b"e":
+                orderly = True
     for pgid in groups:
         try:
             _kill_group(pgid)
@@ -109,6 +156,8 @@ def _guardian(read_fd, tmpdir, deadline):
     for path in reversed(dirs):
         _remove_dir(path)
     shutil.rmtree(tmpdir, ignore_errors=True)
+    if eof and not orderly and payload_dir and owner_pid and _wait_gone(owner_pid, OWNER_EXIT_WAIT_S):
+        shutil.rmtree(payload_dir, ignore_errors=True)
 
 
 class CaptureGuard:
@@ -131,6 +180,7 @@ class CaptureGuard:
 
     def __enter__(self):
         read_fd, write_fd = os.pipe()
+        owner_pid, payload_dir = os.getpid(), ansible_payload_dir()
         pid = os.fork()
         if pid == 0:  # guardian
             try:
@@ -140,7 +190,7 @@ class CaptureGuard:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
-                _guardian(read_fd, self.tmpdir, self.deadline)
+                _guardian(read_fd, self.tmpdir, self.deadline, owner_pid, payload_dir)
             finally:
                 os._exit(0)
         os.close(read_fd)
@@ -246,6 +296,8 @@ class CaptureGuard:
             self.remove_dir_now(path)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         if self._write_fd is not None:
+            # An orderly end: Ansible's wrapper removes the module's payload directory itself.
+            self._tell("e")
             os.close(self._write_fd)
             self._write_fd = None
         if self._guardian_pid is not None:

@@ -26,8 +26,9 @@ description:
     between kernel versions.
   - The result is bounded in size whatever the drop rate (the top O(top) groups and an C(other) bucket).
   - A rate guard measures the kernel-wide drop rate for 0.25 s in a private ftrace instance first; above
-    O(max_event_rate) it turns stacks off and captures only a window of the duration, and says so in
-    RV(capture.guard).
+    O(max_event_rate) it turns stacks off, makes bpftrace run a lean program (no packet-header parsing;
+    keyed by netns, reason, location and protocol, without C(l4) and C(port)) and captures only a window
+    of the duration, and says so in RV(capture.guard).
   - The capture has its own deadline on the host (O(timeout)) and a guardian process that stops the
     tracer, removes the temporary files and the ftrace instance on every exit path, including the module
     being killed or its SSH connection being cut.
@@ -72,7 +73,8 @@ options:
   max_event_rate:
     description:
       - Rate guard, in kfree_skb events per second, measured kernel-wide for 0.25 s before the capture.
-        Above it, stacks are turned off and only a window of O(duration) is captured
+        Above it, stacks are turned off, bpftrace runs its lean program (no C(l4)/C(port); kept full when
+        O(port) filters) and only a window of O(duration) is captured
         (O(duration) * O(max_event_rate) / rate seconds, at least 1), so the capture costs about as much as
         at O(max_event_rate). V(0) turns the guard off.
     type: int
@@ -248,11 +250,14 @@ capture:
                "tried": [{"backend": "bpftrace", "status": "ok", "reason": null, "seconds": 4.3}]}
     guard:
       description: The rate guard. C(max_event_rate), C(measured_rate) (kernel-wide events/s, null if not
-        measured), C(active), C(actions) (what it changed, as sentences), C(window_s) (seconds captured) and
-        C(stacks) (whether stacks were recorded).
+        measured), C(active), C(actions) (what it changed, as sentences), C(window_s) (seconds captured),
+        C(stacks) (whether stacks were recorded) and C(bpftrace_program) (V(full) or V(lean); null for other
+        backends).
       type: dict
       sample: {"max_event_rate": 50000, "measured_rate": 212000, "active": true, "window_s": 3, "stacks": false,
-               "actions": ["captured 3 s of 10 s (sampling in time): counts cover the window only"]}
+               "bpftrace_program": "lean",
+               "actions": ["bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header parsing, so no l4/port columns)",
+                           "captured 3 s of 10 s (sampling in time): counts cover the window only"]}
 capabilities:
   description:
     - What the host offers for capturing, as M(dropscope.drops.drop_capabilities) returns it; the ladder

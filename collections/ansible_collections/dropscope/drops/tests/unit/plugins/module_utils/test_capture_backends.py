@@ -11,6 +11,7 @@ import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import bpftrace_capture as bt
+from ansible_collections.dropscope.drops.plugins.module_utils import capture_backends as cb
 from ansible_collections.dropscope.drops.plugins.module_utils import dropwatch_capture as dw
 from ansible_collections.dropscope.drops.plugins.module_utils import tracefs_capture as tf
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import guard_plan
@@ -82,6 +83,28 @@ def test_bpftrace_program_takes_only_integers():
             bt.program_text(bad, 0)
     with pytest.raises(ValueError):
         bt.program_text(0, 65536)
+
+
+def test_bpftrace_lean_program_has_no_header_parsing_and_keeps_the_netns_predicate():
+    text = bt.program_text(4026532177, lean=True)
+    assert text == bt.LEAN_PROGRAM.replace("NETNS_FILTER", "4026532177")
+    assert "if (4026532177 == 0 || $ns == 4026532177) {" in text
+    assert "@drops[$ns, args->reason, args->location, args->protocol] = count();" in text
+    for parsing in ("network_header", "$skb->head", "$port", "$l4"):
+        assert parsing not in text
+    assert "network_header" in bt.program_text(4026532177)
+    assert "NETNS_FILTER" not in bt.program_text(0, lean=True)
+    with pytest.raises(ValueError):
+        bt.program_text(1, 8000, lean=True)
+    with pytest.raises(ValueError):
+        bt.program_text("1 || 1", lean=True)
+
+
+def test_bpftrace_lean_map_keys_parse_without_port():
+    line = '{"type": "map", "data": {"@drops": {"4026532177,2,0xffffffff82046f4c,2048": 5}}}'
+    assert bt.parse_bpftrace_json([line])["entries"] == [
+        {"netns": 4026532177, "reason_id": 2, "address": 0xffffffff82046f4c, "protocol": 2048, "l4": 0,
+         "port": 0, "count": 5}]
 
 
 def test_bpftrace_json_with_bad_key_is_refused():
@@ -166,3 +189,50 @@ def test_guard_plan():
     assert busy["actions"][0] == "stacks off" and "3 s of 10 s" in busy["actions"][1]
     assert guard_plan(1, False, 50000, 10 ** 7)["window_s"] == 1
     assert guard_plan(5, False, 50000, None)["active"] is False
+
+
+def test_guard_plan_bpftrace_switches_to_the_lean_program():
+    window = "captured 3 s of 10 s (sampling in time): counts cover the window only"
+    assert guard_plan(10, False, 50000, 200000, backend="bpftrace") == {
+        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 3, "stacks": False,
+        "bpftrace_program": "lean", "actions": [cb.LEAN_ACTION, window]}
+    # A port filter needs the packet headers: the full program stays, and the result says so.
+    assert guard_plan(10, False, 50000, 200000, backend="bpftrace", port=8000) == {
+        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 3, "stacks": False,
+        "bpftrace_program": "full", "actions": [cb.FULL_KEPT_ACTION, window]}
+    assert guard_plan(10, False, 50000, 40000, backend="bpftrace") == {
+        "max_event_rate": 50000, "measured_rate": 40000, "active": False, "window_s": 10, "stacks": False,
+        "bpftrace_program": "full", "actions": []}
+    assert guard_plan(10, False, 0, 10 ** 6, backend="bpftrace")["bpftrace_program"] == "full"
+    assert guard_plan(10, False, 50000, None, backend="bpftrace")["bpftrace_program"] == "full"
+    assert guard_plan(10, True, 50000, 200000, backend="perf") == {
+        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 3, "stacks": False,
+        "bpftrace_program": None, "actions": ["stacks off", window]}
+
+
+@pytest.mark.parametrize("rate,port,lean", [(200000, 0, True), (1000, 0, False), (200000, 8000, False)])
+def test_run_one_passes_the_program_choice_to_bpftrace(monkeypatch, rate, port, lean):
+    seen = {}
+
+    def fake_run(capture, guard, bpftrace, duration, **kwargs):
+        seen.update(kwargs, duration=duration, bpftrace=bpftrace)
+        return capture
+
+    monkeypatch.setattr(cb, "run_bpftrace_capture", fake_run)
+    host = cb.Host(run_command=None, find_bin=lambda name: "/usr/bin/" + name)
+    params = {"netns": "self", "port": port, "top": 50, "duration": 10}
+    plan = guard_plan(10, False, 50000, rate, backend="bpftrace", port=port)
+    capture = cb.new_capture("bpftrace", 10, False, "boot", 4026532177, 0)
+    cb._run_one("bpftrace", capture, None, host, params, plan, {}, None)
+    assert seen["lean"] is lean and seen["netns"] == 4026532177 and seen["port"] == port
+    assert seen["duration"] == (3 if rate > 50000 else 10) and seen["bpftrace"] == "/usr/bin/bpftrace"
+    assert capture["scope"] == "netns"
+
+
+def test_bpftrace_program_self_deadline():
+    text = bt.program_text(4026532177, 8000, deadline_s=70)
+    assert text.rstrip().endswith("interval:s:70 { exit(); }")
+    assert "interval:s:" not in bt.program_text(4026532177, 8000)
+    for bad in (-1, "70; system(\"id\")", 1.5, True):
+        with pytest.raises(ValueError, match="deadline_s"):
+            bt.program_text(0, 0, deadline_s=bad)

@@ -144,3 +144,53 @@ def test_registered_directory_is_removed_on_normal_exit_and_can_be_removed_early
         assert guard.remove_dir_now(first) is True
         assert not os.path.exists(first) and os.path.isdir(second)
     assert not os.path.exists(second)
+
+
+def test_ansible_payload_dir_is_found_only_inside_one(tmp_path):
+    payload = tmp_path / "ansible_dropscope.drops.drop_capture_payload_ab12cd"
+    inner = payload / "ansible_dropscope.drops.drop_capture_payload.zip" / "ansible_collections" / "x.py"
+    payload.mkdir()
+    assert capture_guard.ansible_payload_dir(str(inner)) == str(payload)
+    assert capture_guard.ansible_payload_dir(str(tmp_path / "plain" / "x.py")) is None
+
+
+PAYLOAD_OWNER = """
+import json, sys, time
+from ansible_collections.dropscope.drops.plugins.module_utils import capture_guard
+capture_guard.ansible_payload_dir = lambda module_file=None: sys.argv[1]
+guard = capture_guard.CaptureGuard(deadline_s=60).__enter__()
+print(json.dumps({"tmpdir": guard.tmpdir}), flush=True)
+if sys.argv[2] == "orderly":
+    guard.close()
+    print("closed", flush=True)
+time.sleep(120)
+"""
+
+
+def _payload_owner(tmp_path, mode):
+    payload = tmp_path / "ansible_dropscope.drops.drop_capture_payload_test01"
+    payload.mkdir()
+    (payload / "module.zip").write_text("x")
+    owner = subprocess.Popen([sys.executable, "-c", PAYLOAD_OWNER, str(payload), mode], stdout=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    json.loads(owner.stdout.readline())
+    return owner, payload
+
+
+def test_module_killed_its_ansible_payload_dir_is_removed(tmp_path):
+    owner, payload = _payload_owner(tmp_path, "killed")
+    owner.kill()
+    owner.wait()
+    assert _wait_until(lambda: not payload.exists(), 5), "Ansible's payload dir outlived a SIGKILLed module"
+
+
+def test_orderly_end_leaves_the_payload_dir_to_ansible(tmp_path):
+    owner, payload = _payload_owner(tmp_path, "orderly")
+    try:
+        assert owner.stdout.readline().strip() == b"closed"  # close() does not wait for the module to exit
+        owner.kill()
+        owner.wait()
+        time.sleep(1)
+        assert payload.exists(), "the guardian removed the payload dir after an orderly end"
+    finally:
+        owner.kill()
