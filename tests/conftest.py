@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +86,75 @@ def chromium_page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
     page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
     yield page, errors
     page.close()
+
+
+# ------------------------------------------------------------------- real playbook runs on the lab
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lab_cli(*args: str) -> dict:
+    """Run `dropscope lab …` on the test lab and return the JSON line it prints last."""
+    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", LAB3_NAME],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def captures_ready(lab: dict) -> int:
+    """How many of the lab's hosts have a live capture: its guard wrote `ready` with the host's netns inode."""
+    lab_netns = {_netns_inode(f"/run/netns/{host['netns']}") for host in lab["hosts"].values()}
+    live = set()
+    for marker in Path(tempfile.gettempdir()).glob("dropscope-capture-*/ready"):
+        try:
+            inode = int(marker.read_text().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        if inode in lab_netns:
+            live.add(inode)
+    return len(live)
+
+
+def start_playbook(inventory: str, *extra: str, runs_dir: Path, run_id: str, check: bool = False) -> subprocess.Popen:
+    """The real diagnose playbook in its own session (a test can SIGKILL the whole controller at once)."""
+    argv = ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", inventory,
+            "-e", f"runs_dir={runs_dir}", "-e", f"run_id={run_id}", *extra]
+    if check:
+        argv.append("--check")
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for_captures(lab: dict, playbook: subprocess.Popen, hosts: int = 3, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while captures_ready(lab) < hosts:
+        assert playbook.poll() is None, playbook.stdout.read()
+        assert time.monotonic() < deadline, f"captures did not start on {hosts} hosts within {timeout} s"
+        time.sleep(0.05)
+
+
+def run_playbook_injecting(lab: dict, inject: Callable[[], dict], *extra: str, runs_dir: Path,
+                           run_id: str) -> dict:
+    """Run the playbook on the lab, call `inject` once every capture is live, wait for the end.
+
+    Returns the exit code, the output, the wall time and what `inject` returned.
+    """
+    started = time.monotonic()
+    playbook = start_playbook(lab["inventory"], *extra, runs_dir=runs_dir, run_id=run_id)
+    try:
+        wait_for_captures(lab, playbook)
+        injected = inject()
+        output, _ = playbook.communicate(timeout=180)
+    finally:
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+            playbook.wait()
+    return {"rc": playbook.returncode, "output": output, "wall_s": time.monotonic() - started,
+            "injected": injected}

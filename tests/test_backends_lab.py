@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LAB3_NAME
+from conftest import LAB3_NAME, lab_cli
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS = REPO / "collections"
@@ -26,13 +26,6 @@ TARBALL = REPO.parent / "shared" / "vendor" / "dropwatch-1.5.5.tar.gz"
 KFREE_ENABLE = Path("/sys/kernel/tracing/events/skb/kfree_skb/enable")
 
 pytestmark = pytest.mark.lab
-
-
-def _lab(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", LAB3_NAME],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def _module(netns: str, name: str, args: dict, path_extra: str = "", timeout: float = 120) -> dict:
@@ -92,7 +85,7 @@ def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tupl
             time.sleep(0.02)
     else:
         time.sleep(2.5)  # perf is ready within 0.3 s of starting (LAB.md); the module starts it after ~1 s
-    injected = [_lab("inject", scenario, "--host", target, "--packets", str(packets))
+    injected = [lab_cli("inject", scenario, "--host", target, "--packets", str(packets))
                 for scenario, target, packets in inject]
     thread.join(timeout=120)
     assert "capture" in result, result
@@ -118,13 +111,13 @@ def clean_state():
 def _wait_no_tracers(timeout: float = 5) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not [pid for pid in _tracer_pids() if _in_lab(pid)]:
+        if not [pid for pid in _tracer_pids() if _inlab_cli(pid)]:
             return True
         time.sleep(0.1)
     return False
 
 
-def _in_lab(pid: int) -> bool:
+def _inlab_cli(pid: int) -> bool:
     try:
         inode = os.stat(f"/proc/{pid}/ns/net").st_ino
     except OSError:
@@ -133,12 +126,12 @@ def _in_lab(pid: int) -> bool:
 
 
 def test_bpftrace_netns_self_is_exact_per_host(lab3, clean_state):
-    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "0")
     try:
         run = _capture_while_injecting(lab3, "h1", {"duration": 3, "backend": "bpftrace", "netns": "self"},
                                        [("udp-firewall", "h1", 211), ("udp-noport", "h2", 137)])
     finally:
-        _lab("inject", "clear", "--host", "h1")
+        lab_cli("inject", "clear", "--host", "h1")
     capture = run["capture"]
     assert (capture["status"], capture["scope"]) == ("ok", "netns"), capture["reason"]
     assert _drops(capture, "NETFILTER_DROP") == {"nft_do_chain": 211}
@@ -167,14 +160,14 @@ def test_bpftrace_guard_lean_program_stays_exact_per_host(lab3, clean_state):
     """Above max_event_rate bpftrace runs its lean program: no ports, netns=self still exact."""
     background = subprocess.Popen(["ip", "netns", "exec", lab3["hosts"]["h2"]["netns"], sys.executable, "-c",
                                    BACKGROUND, "5000", "12"])
-    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "0")
     try:
         time.sleep(0.3)
         run = _capture_while_injecting(lab3, "h1", {"duration": 16, "backend": "bpftrace", "netns": "self",
                                                     "max_event_rate": 1000},
                                        [("udp-firewall", "h1", 173)])
     finally:
-        _lab("inject", "clear", "--host", "h1")
+        lab_cli("inject", "clear", "--host", "h1")
         background.kill()
         background.wait()
     capture = run["capture"]

@@ -16,29 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_fleet import REPO, _captures_ready
+from conftest import captures_ready, start_playbook, wait_for_captures
 
 pytestmark = pytest.mark.lab
 
 TRACING = Path("/sys/kernel/tracing")
-
-
-def _playbook(inventory: str, *extra: str, runs_dir: Path, run_id: str, check: bool = False) -> subprocess.Popen:
-    argv = ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", inventory,
-            "-e", f"runs_dir={runs_dir}", "-e", f"run_id={run_id}", *extra]
-    if check:
-        argv.append("--check")
-    # Its own session, so the test can SIGKILL the whole controller (workers, ssh clients) at once.
-    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
-def _wait_for_captures(lab: dict, playbook: subprocess.Popen, hosts: int = 3, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while _captures_ready(lab) < hosts:
-        assert playbook.poll() is None, playbook.stdout.read()
-        assert time.monotonic() < deadline, f"captures did not start on {hosts} hosts within {timeout} s"
-        time.sleep(0.05)
 
 
 def _host_processes(lab: dict) -> dict[str, list[str]]:
@@ -87,10 +69,10 @@ def _wait_until(predicate, timeout: float) -> bool:
 
 
 def test_check_mode_runs_the_whole_playbook_without_capturing(lab3, tmp_path):
-    playbook = _playbook(lab3["inventory"], "-e", "duration=2", runs_dir=tmp_path, run_id="check", check=True)
+    playbook = start_playbook(lab3["inventory"], "-e", "duration=2", runs_dir=tmp_path, run_id="check", check=True)
     captures_seen = 0
     while playbook.poll() is None:
-        captures_seen = max(captures_seen, _captures_ready(lab3))
+        captures_seen = max(captures_seen, captures_ready(lab3))
         time.sleep(0.05)
     output = playbook.stdout.read()
     assert playbook.returncode == 0, output[-3000:]
@@ -106,8 +88,8 @@ def test_controller_killed_during_capture_leaves_nothing_on_the_hosts(lab3, tmp_
     dirs_before = _capture_dirs()
     payloads_before = _payload_dirs()
     duration = 3
-    playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="killed")
-    _wait_for_captures(lab3, playbook)
+    playbook = start_playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="killed")
+    wait_for_captures(lab3, playbook)
     dirs_during = _capture_dirs() - dirs_before
     assert len(dirs_during) >= 3, "each host's capture keeps its files in a dropscope-capture-* directory"
     os.killpg(playbook.pid, signal.SIGKILL)
@@ -124,9 +106,9 @@ def test_controller_killed_during_capture_leaves_nothing_on_the_hosts(lab3, tmp_
 def test_network_cut_during_capture_makes_the_host_unreachable_without_hanging(lab3, tmp_path):
     duration = 4
     veth = lab3["hosts"]["h2"]["veth"]
-    playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="cut")
+    playbook = start_playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="cut")
     try:
-        _wait_for_captures(lab3, playbook)
+        wait_for_captures(lab3, playbook)
         subprocess.run(["ip", "link", "set", "dev", veth, "down"], check=True)
         cut = time.monotonic()
         output, _ = playbook.communicate(timeout=120)
@@ -166,9 +148,9 @@ def test_hostile_host_and_interface_names(lab3, tmp_path, chromium_page):
     inventory.write_text(yaml.safe_dump({"all": {"children": {"lab": {"hosts": hosts, "vars": lab_vars}}}}))
     runs_dir = tmp_path / "runs"
     netns = lab3["hosts"]["h1"]["netns"]
-    playbook = _playbook(str(inventory), "-e", "duration=3", runs_dir=runs_dir, run_id="hostile")
+    playbook = start_playbook(str(inventory), "-e", "duration=3", runs_dir=runs_dir, run_id="hostile")
     try:
-        _wait_for_captures(lab3, playbook)
+        wait_for_captures(lab3, playbook)
         # Interfaces with markup and shell syntax in their names appear on h1 during the run.
         subprocess.run(["ip", "-n", netns, "link", "add", HOSTILE_INTERFACES[0], "type", "veth",
                         "peer", "name", HOSTILE_INTERFACES[1]], check=True)
@@ -225,9 +207,9 @@ def test_module_killed_on_a_host_fails_that_host_and_its_guardian_cleans_up(lab3
     netns = lab3["hosts"]["h3"]["netns"]
     dirs_before = _capture_dirs()
     payloads_before = _payload_dirs()
-    playbook = _playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="modkill")
+    playbook = start_playbook(lab3["inventory"], "-e", f"duration={duration}", runs_dir=tmp_path, run_id="modkill")
     try:
-        _wait_for_captures(lab3, playbook)
+        wait_for_captures(lab3, playbook)
         # The module and its guardian are both Python; the guardian is in a session of its own.
         module = [pid for pid in _module_pids(netns) if os.getsid(pid) != pid]
         assert module, "no capture module found on h3"

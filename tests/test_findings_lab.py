@@ -10,14 +10,10 @@ your own when other test runs share the machine.
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-from test_fleet import _captures_ready, _lab
+from conftest import lab_cli, run_playbook_injecting
 
-REPO = Path(__file__).resolve().parents[1]
 DURATION = 4
 
 pytestmark = pytest.mark.lab
@@ -27,47 +23,20 @@ pytestmark = pytest.mark.lab
 def findings_run(lab3, tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("findings-runs")
     # Rule and receiver exist before the first snapshot: their counters are deltas from there.
-    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
-    _lab("inject", "udp-rcvbuf", "--host", "h2", "--packets", "0")
+    lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    lab_cli("inject", "udp-rcvbuf", "--host", "h2", "--packets", "0")
     try:
-        playbook = subprocess.Popen(
-            [
-                "ansible-playbook",
-                "playbooks/diagnose-drops.yml",
-                "-i",
-                str(lab3["inventory"]),
-                "-e",
-                f"duration={DURATION}",
-                "-e",
-                f"runs_dir={runs_dir}",
-                "-e",
-                "run_id=findings",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while _captures_ready(lab3) < 3:
-                assert playbook.poll() is None, playbook.stdout.read()
-                assert time.monotonic() < deadline, "the captures did not start on all 3 hosts within 60 s"
-                time.sleep(0.05)
-            injected = {
-                "h1 udp-firewall": _lab("inject", "udp-firewall", "--host", "h1", "--packets", "500"),
-                "h2 udp-noport": _lab("inject", "udp-noport", "--host", "h2", "--packets", "300"),
-                "h2 udp-rcvbuf": _lab("inject", "udp-rcvbuf", "--host", "h2", "--packets", "300"),
-            }
-            output, _ = playbook.communicate(timeout=180)
-        finally:
-            if playbook.poll() is None:
-                playbook.kill()
+        run = run_playbook_injecting(lab3, lambda: {
+            "h1 udp-firewall": lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "500"),
+            "h2 udp-noport": lab_cli("inject", "udp-noport", "--host", "h2", "--packets", "300"),
+            "h2 udp-rcvbuf": lab_cli("inject", "udp-rcvbuf", "--host", "h2", "--packets", "300"),
+        }, "-e", f"duration={DURATION}", runs_dir=runs_dir, run_id="findings")
     finally:
-        _lab("inject", "clear", "--host", "h1")
-        _lab("inject", "clear", "--host", "h2")
+        lab_cli("inject", "clear", "--host", "h1")
+        lab_cli("inject", "clear", "--host", "h2")
+    output, injected = run["output"], run["injected"]
     report_path = runs_dir / "findings" / "report.json"
-    assert playbook.returncode == 0, output[-4000:]
+    assert run["rc"] == 0, output[-4000:]
     report = json.loads(report_path.read_text())
     return {"report": report, "injected": injected, "by_host": {h["host"]: h for h in report["hosts"]}}
 

@@ -8,48 +8,14 @@ h3 overflows a tbf qdisc on transmit. The report must show exactly those numbers
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
-from conftest import LAB3_NAME
+from conftest import REPO, lab_cli, run_playbook_injecting
 from playwright.sync_api import expect
 
-REPO = Path(__file__).resolve().parents[1]
 DURATION = 4
-
-
-def _lab(*args: str) -> dict:
-    """Run `dropscope lab …` for the test lab and return the JSON line it prints last."""
-    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", LAB3_NAME],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
-
-
-def _netns_inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def _captures_ready(lab: dict) -> int:
-    """How many of the lab's hosts have a live capture: its guard wrote `ready` with the host's netns inode."""
-    lab_netns = {_netns_inode(f"/run/netns/{host['netns']}") for host in lab["hosts"].values()}
-    live = set()
-    for marker in Path(tempfile.gettempdir()).glob("dropscope-capture-*/ready"):
-        try:
-            inode = int(marker.read_text().strip() or 0)
-        except (OSError, ValueError):
-            continue
-        if inode in lab_netns:
-            live.add(inode)
-    return len(live)
 
 
 def _tc_qdisc_dropped(netns: str, kind: str) -> int:
@@ -62,37 +28,19 @@ def _tc_qdisc_dropped(netns: str, kind: str) -> int:
 def fleet_run(lab3, tmp_path_factory):
     """Run the real playbook on the lab while injecting known drops during the capture."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    inventory = str(lab3["inventory"])
     # Rules and qdiscs exist before the first snapshot, so their counters are deltas from there.
-    _lab("inject", "udp-firewall", "--host", "h1", "--packets", "0")
-    _lab("inject", "qdisc-tx", "--host", "h3", "--packets", "0")
-    started = time.monotonic()
-    playbook = subprocess.Popen(
-        ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", inventory,
-         "-e", f"duration={DURATION}", "-e", f"runs_dir={runs_dir}", "-e", "run_id=lab3"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while _captures_ready(lab3) < 3:
-            assert playbook.poll() is None, playbook.stdout.read()
-            assert time.monotonic() < deadline, "the captures did not start on all 3 hosts within 60 s"
-            time.sleep(0.05)
-        injected = {
-            "h1": _lab("inject", "udp-firewall", "--host", "h1", "--packets", "500"),
-            "h2": _lab("inject", "udp-noport", "--host", "h2", "--packets", "300"),
-            "h3": _lab("inject", "qdisc-tx", "--host", "h3", "--packets", "200"),
-        }
-        output, _ = playbook.communicate(timeout=180)
-    finally:
-        if playbook.poll() is None:
-            playbook.kill()
-    wall = time.monotonic() - started
+    lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    lab_cli("inject", "qdisc-tx", "--host", "h3", "--packets", "0")
+    run = run_playbook_injecting(lab3, lambda: {
+        "h1": lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "500"),
+        "h2": lab_cli("inject", "udp-noport", "--host", "h2", "--packets", "300"),
+        "h3": lab_cli("inject", "qdisc-tx", "--host", "h3", "--packets", "200"),
+    }, "-e", f"duration={DURATION}", runs_dir=runs_dir, run_id="lab3")
     run_dir = runs_dir / "lab3"
     qdisc_dropped = _tc_qdisc_dropped(lab3["hosts"]["h3"]["netns"], "tbf")
-    _lab("inject", "clear", "--host", "h1")
-    _lab("inject", "clear", "--host", "h3")
-    return {"rc": playbook.returncode, "output": output, "run_dir": run_dir, "wall_s": wall,
-            "injected": injected, "h3_tbf_dropped": qdisc_dropped,
+    lab_cli("inject", "clear", "--host", "h1")
+    lab_cli("inject", "clear", "--host", "h3")
+    return {**run, "run_dir": run_dir, "h3_tbf_dropped": qdisc_dropped,
             "report": json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else None}
 
 
