@@ -7,7 +7,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import bpftrace_capture as bt
@@ -20,27 +19,15 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
     aggregate_perf_script,
     parse_tracepoint_format,
 )
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
-
-
-REASONS = parse_tracepoint_format(_data("kfree_skb_format.txt"))["reasons"]
+REASONS = parse_tracepoint_format(recorded("kfree_skb_format.txt"))["reasons"]
 
 
 # ------------------------------------------------------------------------------------------ bpftrace
 
 def test_bpftrace_json_sample_is_parsed():
-    parsed = bt.parse_bpftrace_json(_data("bpftrace_json.txt").splitlines())
+    parsed = bt.parse_bpftrace_json(recorded("bpftrace_json.txt").splitlines())
     assert parsed["ready"] and parsed["ended"] and parsed["probes"] == 3
     by_port = dict((e["port"], e) for e in parsed["entries"])
     assert sorted(by_port) == [8000, 9000, 9006]
@@ -51,8 +38,8 @@ def test_bpftrace_json_sample_is_parsed():
 
 
 def test_bpftrace_groups_name_reasons_locations_ports():
-    parsed = bt.parse_bpftrace_json(_data("bpftrace_json.txt").splitlines())
-    kallsyms = bt.Kallsyms(_data("kallsyms_excerpt.txt"))
+    parsed = bt.parse_bpftrace_json(recorded("bpftrace_json.txt").splitlines())
+    kallsyms = bt.Kallsyms(recorded("kallsyms_excerpt.txt"))
     grouped = bt.group_drops(parsed["entries"], REASONS, kallsyms, top=2)
     assert grouped["events"] == 357
     assert grouped["drops"] == [
@@ -115,14 +102,14 @@ def test_bpftrace_json_with_bad_key_is_refused():
 # ------------------------------------------------------------------------------------------- tracefs
 
 def test_tracefs_cpu_stats():
-    assert tf.parse_cpu_stats(_data("tracefs_cpu_stats.txt")) == {
+    assert tf.parse_cpu_stats(recorded("tracefs_cpu_stats.txt")) == {
         "entries": 0, "overrun": 0, "commit_overrun": 0, "bytes": 0, "dropped_events": 0, "read_events": 0}
-    stats = tf.parse_cpu_stats(_data("tracefs_cpu_stats_overrun.txt"))
+    stats = tf.parse_cpu_stats(recorded("tracefs_cpu_stats_overrun.txt"))
     assert (stats["entries"], stats["overrun"], stats["bytes"]) == (160, 1840, 7072)
 
 
 def test_tracefs_trace_pipe_lines_aggregate():
-    agg, lost = aggregate_perf_script(_data("tracefs_trace_pipe.txt").splitlines(), REASONS,
+    agg, lost = aggregate_perf_script(recorded("tracefs_trace_pipe.txt").splitlines(), REASONS,
                                       aggregator=DropAggregator())
     result = agg.result()
     assert lost == 0 and result["events"] == 3
@@ -146,12 +133,12 @@ def test_mounted_tracefs():
 # ----------------------------------------------------------------------------------------- dropwatch
 
 def test_dropwatch_without_net_dm_real_output():
-    parsed = dw.parse_dropwatch_output(_data("dropwatch_no_net_dm.txt"))
+    parsed = dw.parse_dropwatch_output(recorded("dropwatch_no_net_dm.txt"))
     assert parsed["no_net_dm"] is True and parsed["drops"] == []
 
 
 def test_dropwatch_summary_mode():
-    parsed = dw.parse_dropwatch_output(_data("dropwatch_summary.txt"))
+    parsed = dw.parse_dropwatch_output(recorded("dropwatch_summary.txt"))
     assert not parsed["no_net_dm"] and not parsed["packet_mode"]
     assert parsed["drops"] == [
         {"reason": "UNKNOWN", "location": "__udp4_lib_rcv", "offset": "0x4bc", "protocol": None,
@@ -167,7 +154,7 @@ def test_dropwatch_summary_mode():
 
 
 def test_dropwatch_packet_mode_has_reasons():
-    parsed = dw.parse_dropwatch_output(_data("dropwatch_packet.txt"))
+    parsed = dw.parse_dropwatch_output(recorded("dropwatch_packet.txt"))
     assert parsed["packet_mode"] and parsed["events"] == 4
     grouped = dw.aggregate_dropwatch(parsed)
     assert grouped["drops"] == [

@@ -7,7 +7,6 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import (
@@ -20,18 +19,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils import (
     softnet_stat,
     tc_qdisc,
 )
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def _sample_lines(doc):
@@ -64,20 +52,20 @@ CASES = [
 
 @pytest.mark.parametrize("function, files", CASES, ids=[case[0].__name__ for case in CASES])
 def test_docstring_sample_is_recorded(function, files):
-    recorded = set()
+    recorded_lines = set()
     for name in files:
-        recorded.update(line.strip() for line in _data(name).splitlines())
-    text = " ".join(_data(name) for name in files).replace("\n", " ")
+        recorded_lines.update(line.strip() for line in recorded(name).splitlines())
+    text = " ".join(recorded(name) for name in files).replace("\n", " ")
     for line in _sample_lines(function.__doc__):
         if "..." in line:  # a shortened line: every piece between the "..." is verbatim
             for piece in line.split("..."):
                 assert piece.strip(" ,") in text, "%s: %r not in %s" % (function.__name__, piece, files)
         else:
-            assert line in recorded, "%s: docstring line not in %s: %r" % (function.__name__, files, line)
+            assert line in recorded_lines, "%s: docstring line not in %s: %r" % (function.__name__, files, line)
 
 
 def test_tc_docstring_sample_is_recorded():
     # The JSON sample is one entry of the recorded array, wrapped over three lines.
     doc_lines = _sample_lines(tc_qdisc.parse_tc_qdisc_json.__doc__)
     entry = "".join(doc_lines)[1:-1]
-    assert entry in _data("tc_qdisc.json")
+    assert entry in recorded("tc_qdisc.json")

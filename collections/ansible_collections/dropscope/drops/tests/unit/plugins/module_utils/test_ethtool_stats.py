@@ -7,26 +7,14 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.ethtool_stats import parse_ethtool_stats
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_veth():
-    assert parse_ethtool_stats(_data("ethtool_veth.txt")) == {
+    assert parse_ethtool_stats(recorded("ethtool_veth.txt")) == {
         "peer_ifindex": 132,
         "rx_queue_0_xdp_packets": 0,
         "rx_queue_0_xdp_bytes": 0,
@@ -41,7 +29,7 @@ def test_recorded_veth():
 
 
 def test_recorded_virtio_net():
-    result = parse_ethtool_stats(_data("ethtool_virtio_net.txt"))
+    result = parse_ethtool_stats(recorded("ethtool_virtio_net.txt"))
     assert len(result) == 20
     assert result["rx_kicks"] == 1097
     assert result["tx0_kicks"] == 2310
@@ -50,11 +38,11 @@ def test_recorded_virtio_net():
 
 def test_recorded_lo_has_no_stats():
     # `ethtool -S lo` exits 94, prints nothing on stdout and this on stderr; the caller handles it.
-    assert _data("ethtool_lo.txt").strip() == "no stats available"
+    assert recorded("ethtool_lo.txt").strip() == "no stats available"
     with pytest.raises(ValueError, match="^ethtool -S: output does not start with 'NIC statistics:'"):
         parse_ethtool_stats("")
     with pytest.raises(ValueError, match="^ethtool -S lo: "):
-        parse_ethtool_stats(_data("ethtool_lo.txt"), source="ethtool -S lo")
+        parse_ethtool_stats(recorded("ethtool_lo.txt"), source="ethtool -S lo")
 
 
 def test_unusual_names_and_values():

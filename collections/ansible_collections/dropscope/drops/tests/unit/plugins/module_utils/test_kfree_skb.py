@@ -7,7 +7,6 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
@@ -20,25 +19,14 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
     parse_tracepoint_format,
     protocol_name,
 )
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def _lines(name):
-    return _data(name).splitlines(True)
+    return recorded(name).splitlines(True)
 
 
-REASONS = parse_tracepoint_format(_data("kfree_skb_format.txt"))["reasons"]
+REASONS = parse_tracepoint_format(recorded("kfree_skb_format.txt"))["reasons"]
 
 # The frames of the recorded NO_SOCKET @ tcp_v4_rcv event (a SYN to a closed port on loopback).
 TCP_FRAMES = [
@@ -63,7 +51,7 @@ TRACE_DROPS = [
 # ------------------------------------------------------------------------------------- format file
 
 def test_recorded_format():
-    result = parse_tracepoint_format(_data("kfree_skb_format.txt"))
+    result = parse_tracepoint_format(recorded("kfree_skb_format.txt"))
     assert result["fields"] == ["skbaddr", "location", "rx_sk", "protocol", "reason"]
     reasons = result["reasons"]
     assert len(reasons) == 127
@@ -180,11 +168,11 @@ def test_recorded_lost_lines():
 
 
 def test_recorded_stack_lines():
-    blocks = _data("perf_script_g_trace_ip_sym.txt").split("\n\n")
+    blocks = recorded("perf_script_g_trace_ip_sym.txt").split("\n\n")
     frames = [parse_perf_stack_line(line) for line in blocks[1].splitlines()]
     assert frames[0] is None  # the event line
     assert frames[1:] == TCP_FRAMES
-    blocks = _data("perf_script_g_default.txt").split("\n\n")
+    blocks = recorded("perf_script_g_default.txt").split("\n\n")
     frames = [parse_perf_stack_line(line) for line in blocks[1].splitlines()]
     assert frames[0] is None
     assert frames[1:] == TCP_FRAMES  # the same event printed with offsets and DSOs

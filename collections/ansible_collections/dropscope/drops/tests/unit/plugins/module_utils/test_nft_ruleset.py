@@ -7,27 +7,15 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 import re
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.nft_ruleset import parse_nft_ruleset
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_lab_table():
-    assert parse_nft_ruleset(_data("nft_ruleset.txt")) == {
+    assert parse_nft_ruleset(recorded("nft_ruleset.txt")) == {
         "nft inet dropscope_lab input #2": {
             "family": "inet", "table": "dropscope_lab", "chain": "input", "handle": 2,
             "rule": "udp dport 8000 drop", "packets": 3, "bytes": 3084,
@@ -36,7 +24,7 @@ def test_recorded_lab_table():
 
 
 def test_recorded_rich_ruleset():
-    result = parse_nft_ruleset(_data("nft_ruleset_rich.txt"))
+    result = parse_nft_ruleset(recorded("nft_ruleset_rich.txt"))
     assert sorted(result) == sorted([
         "nft inet dropscope_lab input #4",
         "nft inet dropscope_lab input #5",
@@ -73,7 +61,7 @@ def test_quoted_names():
 
 
 def test_truncated_output():
-    lines = _data("nft_ruleset_rich.txt").splitlines()
+    lines = recorded("nft_ruleset_rich.txt").splitlines()
     with pytest.raises(ValueError, match=r"^nft -a list ruleset: output ends inside 1 unclosed block\(s\)"):
         parse_nft_ruleset("\n".join(lines[:-1]))
     with pytest.raises(ValueError, match=r"^nft -a list ruleset: output ends inside 3 unclosed block\(s\)"):
@@ -81,7 +69,7 @@ def test_truncated_output():
 
 
 def test_without_handles():
-    text = re.sub(r" # handle \d+", "", _data("nft_ruleset.txt"))
+    text = re.sub(r" # handle \d+", "", recorded("nft_ruleset.txt"))
     with pytest.raises(ValueError, match=r"^nft -a list ruleset: line 4: rule has no '# handle N' \(was -a given\?\)"):
         parse_nft_ruleset(text)
 

@@ -15,22 +15,11 @@ from ansible_collections.dropscope.drops.plugins.module_utils.proc_net_dev impor
     parse_proc_net_dev,
     read_sysfs_statistics,
 )
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_proc_net_dev():
-    result = parse_proc_net_dev(_data("proc_net_dev.txt"))
+    result = parse_proc_net_dev(recorded("proc_net_dev.txt"))
     assert sorted(result) == sorted(["lo", "dsq-peer", "ds<'$q", "dsm1", "dsm0", "dsp-a"])
     assert result["dsp-a"] == {
         "rx_bytes": 558, "rx_packets": 7, "rx_errors": 0, "rx_dropped": 0, "rx_fifo_errors": 0,
@@ -58,7 +47,7 @@ def test_value_touching_the_colon():
 
 
 def test_errors_name_the_source():
-    lines = _data("proc_net_dev.txt").splitlines()
+    lines = recorded("proc_net_dev.txt").splitlines()
     with pytest.raises(ValueError, match="^/proc/net/dev: does not start"):
         parse_proc_net_dev("\n".join(lines[1:]))
     with pytest.raises(ValueError, match=r"^/proc/net/dev: line for 'lo' has 15 values, expected 16"):

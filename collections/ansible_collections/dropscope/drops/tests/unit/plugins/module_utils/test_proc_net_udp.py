@@ -7,34 +7,22 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.proc_net_udp import decode_address, parse_proc_net_udp
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_udp():
     # Recorded on x86_64: decode as little-endian whatever host runs the test.
-    assert parse_proc_net_udp(_data("proc_net_udp.txt"), byteorder="little") == [
+    assert parse_proc_net_udp(recorded("proc_net_udp.txt"), byteorder="little") == [
         {"proto": "udp", "local_address": "127.0.0.1", "local_port": 9000, "inode": 35361, "drops": 48},
         {"proto": "udp", "local_address": "0.0.0.0", "local_port": 58880, "inode": 35363, "drops": 0},  # noqa: S104
     ]
 
 
 def test_recorded_udp6():
-    assert parse_proc_net_udp(_data("proc_net_udp6.txt"), "udp6", byteorder="little") == [
+    assert parse_proc_net_udp(recorded("proc_net_udp6.txt"), "udp6", byteorder="little") == [
         {"proto": "udp6", "local_address": "::1", "local_port": 9006, "inode": 35362, "drops": 48},
         {"proto": "udp6", "local_address": "::", "local_port": 43009, "inode": 35364, "drops": 0},
     ]
@@ -54,7 +42,7 @@ def test_decode_address():
 
 
 def test_errors_name_the_source():
-    lines = _data("proc_net_udp.txt").splitlines()
+    lines = recorded("proc_net_udp.txt").splitlines()
     with pytest.raises(ValueError, match="^/proc/net/udp: does not start with the 'sl local_address"):
         parse_proc_net_udp("\n".join(lines[1:]))
     with pytest.raises(ValueError, match="^/proc/net/udp: line 2 has 12 columns, expected 13"):

@@ -7,7 +7,6 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.snmp import (
@@ -15,22 +14,11 @@ from ansible_collections.dropscope.drops.plugins.module_utils.snmp import (
     parse_proc_net_snmp,
     parse_proc_net_snmp6,
 )
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_snmp():
-    result = parse_proc_net_snmp(_data("proc_net_snmp.txt"))
+    result = parse_proc_net_snmp(recorded("proc_net_snmp.txt"))
     assert len(result) == 20 + 29 + 15 + 9 + 9
     assert result["IpForwarding"] == 2
     assert result["IpOutRequests"] == 250
@@ -46,13 +34,13 @@ def test_recorded_snmp():
 
 
 def test_recorded_host_snmp_icmpmsg():
-    result = parse_proc_net_snmp(_data("proc_net_snmp_host.txt"))
+    result = parse_proc_net_snmp(recorded("proc_net_snmp_host.txt"))
     assert result["IcmpMsgInType3"] == 73
     assert result["IcmpMsgOutType3"] == 60
 
 
 def test_recorded_netstat():
-    result = parse_proc_net_snmp(_data("proc_net_netstat.txt"), "/proc/net/netstat")
+    result = parse_proc_net_snmp(recorded("proc_net_netstat.txt"), "/proc/net/netstat")
     assert result["TcpExtListenOverflows"] == 0
     assert result["TcpExtListenDrops"] == 0
     assert result["IpExtInOctets"] == 6400
@@ -63,8 +51,8 @@ def test_recorded_netstat():
 
 
 def test_recorded_snmp6():
-    result = parse_proc_net_snmp6(_data("proc_net_snmp6.txt"))
-    assert len(result) == len(_data("proc_net_snmp6.txt").splitlines())
+    result = parse_proc_net_snmp6(recorded("proc_net_snmp6.txt"))
+    assert len(result) == len(recorded("proc_net_snmp6.txt").splitlines())
     assert result["Ip6InReceives"] == 80
     assert result["Udp6NoPorts"] == 0
     assert result["Udp6InErrors"] == 48
@@ -76,13 +64,13 @@ def test_recorded_snmp6():
 def test_gauges():
     assert {"IpForwarding", "IpDefaultTTL", "TcpRtoAlgorithm", "TcpRtoMin", "TcpRtoMax", "TcpMaxConn",
             "TcpCurrEstab"} <= GAUGES
-    names = set(parse_proc_net_snmp(_data("proc_net_snmp.txt")))
-    names |= set(parse_proc_net_snmp(_data("proc_net_netstat.txt"), "/proc/net/netstat"))
+    names = set(parse_proc_net_snmp(recorded("proc_net_snmp.txt")))
+    names |= set(parse_proc_net_snmp(recorded("proc_net_netstat.txt"), "/proc/net/netstat"))
     assert GAUGES <= names  # every gauge is a name this kernel prints
 
 
 def test_truncated_pair():
-    lines = _data("proc_net_snmp.txt").splitlines()
+    lines = recorded("proc_net_snmp.txt").splitlines()
     with pytest.raises(ValueError, match=r"^/proc/net/snmp: header line 'UdpLite:' \(line 9\) has no value line"):
         parse_proc_net_snmp("\n".join(lines[:-1]) + "\n")
     with pytest.raises(ValueError, match=r"^/proc/net/netstat: header line 'Udp:' \(line 7\) is followed by"):

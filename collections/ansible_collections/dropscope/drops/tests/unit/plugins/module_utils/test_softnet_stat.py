@@ -7,26 +7,14 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.softnet_stat import parse_softnet_stat
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_softnet_stat():
-    assert parse_softnet_stat(_data("softnet_stat.txt")) == [
+    assert parse_softnet_stat(recorded("softnet_stat.txt")) == [
         {"cpu": 0, "processed": 0x6280f, "dropped": 0, "time_squeeze": 0, "received_rps": 0,
          "flow_limit_count": 0, "backlog_len": 0},
         {"cpu": 1, "processed": 0x2791, "dropped": 0, "time_squeeze": 0, "received_rps": 0,

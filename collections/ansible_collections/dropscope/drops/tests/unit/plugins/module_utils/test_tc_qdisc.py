@@ -7,26 +7,14 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.tc_qdisc import parse_tc_qdisc_json
-
-
-def _data(name):
-    """Text of a recorded sample in tests/data/ (the repository root holds pyproject.toml)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", name), "r", encoding="utf-8") as handle:
-        return handle.read()
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 
 def test_recorded_qdiscs():
-    result = parse_tc_qdisc_json(_data("tc_qdisc.json"))
+    result = parse_tc_qdisc_json(recorded("tc_qdisc.json"))
     assert sorted(result) == sorted([
         "lo noqueue 0:",
         "dsp-a tbf 8006:",
@@ -53,22 +41,22 @@ def test_recorded_qdiscs():
 
 
 def test_text_sample_agrees():
-    assert "(dropped 197, overlimits 198 requeues 0)" in _data("tc_qdisc_text.txt")
+    assert "(dropped 197, overlimits 198 requeues 0)" in recorded("tc_qdisc_text.txt")
 
 
 def test_show_dev_has_no_dev_key():
     with pytest.raises(ValueError, match=r"^tc -s -j qdisc show: entry 0 has no 'dev' \(ask for all devices"):
-        parse_tc_qdisc_json(_data("tc_qdisc_show_dev.json"))
+        parse_tc_qdisc_json(recorded("tc_qdisc_show_dev.json"))
 
 
 def test_without_stats():
     with pytest.raises(ValueError, match=r"^tc -s -j qdisc show: qdisc 'dsq1 noqueue 0:' has no 'bytes' counter"):
-        parse_tc_qdisc_json(_data("tc_qdisc_no_stats.json"))
+        parse_tc_qdisc_json(recorded("tc_qdisc_no_stats.json"))
 
 
 def test_other_errors():
     with pytest.raises(ValueError, match="^tc -s -j qdisc show: output is not JSON"):
-        parse_tc_qdisc_json(_data("tc_qdisc.json")[:-10])
+        parse_tc_qdisc_json(recorded("tc_qdisc.json")[:-10])
     with pytest.raises(ValueError, match="^tc -s -j qdisc show: output is a JSON dict, expected a list"):
         parse_tc_qdisc_json("{}")
     with pytest.raises(ValueError, match="^tc -s -j qdisc show: entry 0 is not a JSON object"):
