@@ -191,3 +191,19 @@ def test_unreachable_host_is_recorded_and_the_others_complete(lab3, tmp_path):
     for name in ("h1", "h2", "h3"):
         assert by_host[name]["status"] == "ok" and by_host[name]["capture"]["status"] == "ok"
     assert (report["fleet"]["ok"], report["fleet"]["unreachable"]) == (3, 1)
+
+
+def test_install_perf_checks_first_and_installs_nothing_where_perf_works(lab3, tmp_path):
+    """install_perf=true runs the pre-flight capture check and skips the install on hosts that have perf."""
+    proc = subprocess.run(
+        ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", lab3["inventory"], "-e", "duration=1",
+         "-e", "install_perf=true", "-e", "backend=perf", "-e", f"runs_dir={tmp_path}", "-e", "run_id=install"],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    output = proc.stdout
+    check_task = output.split("TASK [dropscope.drops.diagnose : Check whether perf can capture]", 1)[1]
+    assert check_task.split("TASK [", 1)[0].count("ok: [h") == 3
+    install_task = output.split("TASK [dropscope.drops.diagnose : Install perf]", 1)[1].split("TASK [", 1)[0]
+    assert install_task.count("skipping: [h") == 3 and "changed: [h" not in install_task
+    report = json.loads((tmp_path / "install" / "report.json").read_text())
+    assert [host["capture"]["backend"] for host in report["hosts"]] == ["perf", "perf", "perf"]
