@@ -31,7 +31,8 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import p
 # NULL), args->rx_sk for TCP after socket lookup (LAB.md). Ports are read from the IP header at
 # skb->head + skb->network_header (IPv4: header length from byte 0, protocol at byte 9; IPv6: next
 # header at byte 6, no extension headers followed).
-PROGRAM = r"""
+# Common to both programs: readiness and end markers, the packet's netns, and the exact netns filter.
+_PROLOGUE = r"""
 BEGIN { printf("READY\n"); }
 END { printf("END\n"); }
 tracepoint:skb:kfree_skb
@@ -46,7 +47,9 @@ tracepoint:skb:kfree_skb
     $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
   }
   if (NETNS_FILTER == 0 || $ns == NETNS_FILTER) {
-    $l4 = (uint64)0;
+"""
+
+PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
     $port = (uint64)0;
     if (args->protocol == 2048) {
       $nh = $skb->head + $skb->network_header;
@@ -74,22 +77,7 @@ tracepoint:skb:kfree_skb
 # The rate guard's cheaper program (LAB.md: a map without port parsing kept 0.92-1.01 of throughput at
 # ~200k drops/s, with it 0.80-0.95): no packet-header reads, keyed by netns inode, reason, location and
 # protocol only. The netns filter stays an exact predicate; only {netns} is substituted (an integer).
-LEAN_PROGRAM = r"""
-BEGIN { printf("READY\n"); }
-END { printf("END\n"); }
-tracepoint:skb:kfree_skb
-{
-  $skb = (struct sk_buff *)args->skbaddr;
-  $ns = (uint64)0;
-  if ($skb->dev != 0) {
-    $ns = $skb->dev->nd_net.net->ns.inum;
-  } else if ($skb->sk != 0) {
-    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
-  } else if (args->rx_sk != 0) {
-    $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
-  }
-  if (NETNS_FILTER == 0 || $ns == NETNS_FILTER) {
-    @drops[$ns, args->reason, args->location, args->protocol] = count();
+LEAN_PROGRAM = _PROLOGUE + r"""    @drops[$ns, args->reason, args->location, args->protocol] = count();
   }
 }
 """
