@@ -65,8 +65,8 @@ def _task_error(result):
 def host_record(host, results):
     """One host's file from the registered results of its three tasks (`before`, `capture`, `after`).
 
-    The optional `capabilities` result (drop_capture's or drop_capabilities') is stored as "capabilities"
-    when it succeeded.
+    The capabilities ladder (in drop_capture's result, or a separate drop_capabilities result) is stored
+    as "capabilities" when it is there.
 
     The first stage that did not succeed sets the status and the error; what came before it is kept.
     """
@@ -85,7 +85,8 @@ def host_record(host, results):
             break
         record[stage] = result[key]
     # Optional: which capture backends the host offered (the capabilities ladder); never makes a host fail.
-    capabilities = results.get("capabilities")
+    # drop_capture returns them beside its capture; a separate drop_capabilities result also works.
+    capabilities = results.get("capabilities") or results.get("capture")
     if isinstance(capabilities, dict) and isinstance(capabilities.get("capabilities"), dict) \
             and not _task_error(capabilities):
         record["capabilities"] = capabilities["capabilities"]

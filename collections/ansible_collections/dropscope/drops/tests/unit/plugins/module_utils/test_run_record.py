@@ -121,3 +121,10 @@ def test_host_record_keeps_capabilities_when_present_and_never_fails_without():
     for missing in (None, {"failed": True, "msg": "boom"}, {"skipped": True}):
         record = host_record("h1", dict(ok, capabilities=missing))
         assert record["status"] == "ok" and "capabilities" not in record
+
+
+def test_host_record_takes_the_ladder_from_the_capture_result():
+    ladder = {"chosen": "bpftrace", "ladder": [{"backend": "bpftrace", "available": True, "reason": None}]}
+    results = dict(OK, capture={"capture": CAPTURE, "capabilities": ladder})
+    record = host_record("h1", results)
+    assert record["status"] == "ok" and record["capabilities"] == ladder and record["capture"] == CAPTURE
