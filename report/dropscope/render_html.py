@@ -165,15 +165,29 @@ def _knowledge_entry(finding: JSON, knowledge: KnowledgeBase) -> JSON | None:
     return {name: entry.get(name) for name in ("meaning", "causes", "next") if entry.get(name)}
 
 
-def _finding_view(finding: JSON, knowledge: KnowledgeBase, library: dict[str, Any]) -> JSON:
-    """A finding for the page; its knowledge text is stored once per key in LIBRARY."""
+class _StringTable:
+    """Texts that repeat across hosts (titles, advice, knobs) stored once in the page, referred to by index."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        if text not in self._index:
+            self._index[text] = len(self.strings)
+            self.strings.append(text)
+        return self._index[text]
+
+
+def _finding_view(finding: JSON, knowledge: KnowledgeBase, library: dict[str, Any], strings: _StringTable) -> JSON:
+    """A finding for the page; its knowledge text is stored once per key in LIBRARY, repeated texts in STRINGS."""
     key = finding["key"]
     if key not in library:
         library[key] = _knowledge_entry(finding, knowledge)
     evidence = finding["evidence"]
     return {
         "k": key,
-        "t": finding["title"],
+        "t": strings(finding["title"]),
         "s": finding["severity"],
         "a": finding["attribution"],
         "to": finding.get("attributed_to") or [],
@@ -182,8 +196,8 @@ def _finding_view(finding: JSON, knowledge: KnowledgeBase, library: dict[str, An
         "b": finding["benign"],
         "dir": finding["direction"],
         "e": finding["explanation"],
-        "adv": finding["advice"],
-        "knobs": finding["knobs"],
+        "adv": strings(finding["advice"]),
+        "knobs": [strings(knob) for knob in finding["knobs"]],
         "c": evidence["count"],
         "rate": evidence["rate"],
         "ev": [[row["section"], row["object"], row["counter"], row["delta"], row["rate"], row.get("detail")]
@@ -224,6 +238,7 @@ def build_view(
     column_index = {reason: index for index, reason in enumerate(columns)}
 
     library: dict[str, Any] = {}
+    strings = _StringTable()
     rows, details = [], []
     for index, host in enumerate(report["hosts"]):
         capture = host.get("capture")
@@ -271,7 +286,7 @@ def build_view(
                       for d in (capture or {}).get("drops") or []],
             "ladder": [[rung["backend"], rung["available"], rung["reason"]]
                        for rung in (host.get("capabilities") or {}).get("ladder") or []],
-            "findings": [_finding_view(f, knowledge, library) for f in findings],
+            "findings": [_finding_view(f, knowledge, library, strings) for f in findings],
             "sections": sections,
             "other": other_rows if with_other_rows else None,
             "other_count": len(other_rows),
@@ -327,6 +342,7 @@ def build_view(
             "hosts": hosts_sorted,
             "details": details,
             "knowledge": library,
+            "strings": strings.strings,
         },
     }
 
