@@ -21,8 +21,6 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
     parse_tracepoint_format,
 )
 
-SCHEMA_VERSION = 1
-
 FORMAT_PATHS = (
     "/sys/kernel/tracing/events/skb/kfree_skb/format",
     "/sys/kernel/debug/tracing/events/skb/kfree_skb/format",
@@ -59,31 +57,6 @@ def script_command(perf, data, stacks=False):
     """The `perf script` argument list that prints only what the aggregator reads."""
     fields = "trace,ip,sym" if stacks else "trace"
     return [perf, "script", "-i", data, "-F", fields, "--show-lost-events"]
-
-
-def new_capture(duration, stacks, boot_id, netns_inode):
-    """The capture result before anything ran (see docs/run-format.md)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "backend": "perf",
-        "status": "ok",
-        "reason": None,
-        "scope": "kernel",
-        "boot_id": boot_id,
-        "netns_inode": netns_inode,
-        "requested_duration_s": duration,
-        "duration_s": 0.0,
-        "started_wall": None,
-        "stacks_requested": stacks,
-        "command": [],
-        "events": 0,
-        "lost_events": 0,
-        "truncated": False,
-        "drops": [],
-        "other": {"count": 0, "groups": 0},
-        "stacks": [],
-        "reason_names": 0,
-    }
 
 
 def _tail(path, limit=600):

@@ -287,7 +287,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends i
 from ansible_collections.dropscope.drops.plugins.module_utils.perf_capture import read_reason_names
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, read_system
 
-PERF_MISSING = "perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora), or run the playbook with dropscope_install_perf=true"
+PERF_MISSING = "perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora), or run the playbook with -e install_perf=true"
 
 
 def _exit_on_signal(signum, frame):
