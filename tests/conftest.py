@@ -60,6 +60,45 @@ def lab3() -> Iterator[dict[str, Any]]:
         assert down.returncode == 0, down.stderr
 
 
+# ------------------------------------------------------------------------------------ tracefs
+
+def _tracefs_mounts() -> list[str]:
+    """The tracefs lines of /proc/mounts (mount point and options): the state a test must leave as found."""
+    with open("/proc/mounts", encoding="utf-8") as handle:
+        return sorted(" ".join(line.split()[1:4]) for line in handle if line.split()[2:3] == ["tracefs"])
+
+
+@pytest.fixture(autouse=True)
+def tracefs_left_as_found() -> Iterator[None]:
+    """Every test leaves the tracefs mounts as it found them (a fresh machine has none mounted).
+
+    A test that passes only because an earlier one mounted tracefs hides a broken fresh install; a test
+    (or a capture) that mounts it and forgets to unmount changes what the next test sees.
+    """
+    before = _tracefs_mounts()
+    yield
+    after = _tracefs_mounts()
+    assert after == before, f"tracefs mounts changed during the test: before {before}, after {after}"
+
+
+def _run_argv(argv: list[str]) -> tuple[int, str, str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def tracefs() -> Iterator[str]:
+    """tracefs mounted the way drop_capture mounts it (only if it is not mounted), unmounted afterwards."""
+    from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import Host, TracefsMount
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to mount tracefs (run as root after `bash .ci/install`)")
+    with TracefsMount(Host(_run_argv, shutil.which)) as mount:
+        if mount.root is None:
+            pytest.fail("tracefs is not mounted and could not be mounted")
+        yield mount.root
+
+
 CHROMIUM = os.environ.get("DROPSCOPE_CHROMIUM", "/usr/bin/chromium")
 
 

@@ -16,7 +16,7 @@ MODULES = sorted(p.stem for p in (COLLECTION / "plugins" / "modules").glob("*.py
 ROLES = sorted(p.name for p in (COLLECTION / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists())
 
 # ansible-test downloads pip's bootstrap script from a host that is not reachable here; this
-# stand-in installs the same pip from the package index (see ../shared/ANSIBLE.md).
+# stand-in installs the same pip from the package index (docs/development.md, "ansible-test").
 GET_PIP = """import subprocess, sys
 args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]
 subprocess.check_call([sys.executable, '-m', 'ensurepip'])

@@ -22,7 +22,7 @@ from conftest import LAB3_NAME, lab_cli
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS = REPO / "collections"
-TARBALL = REPO.parent / "shared" / "vendor" / "dropwatch-1.5.5.tar.gz"
+TARBALL = REPO / "tests" / "data" / "vendor" / "dropwatch-1.5.5.tar.gz"  # upstream v1.5.5, see tests/data/README.md
 KFREE_ENABLE = Path("/sys/kernel/tracing/events/skb/kfree_skb/enable")
 
 pytestmark = pytest.mark.lab
@@ -224,7 +224,7 @@ def test_auto_chooses_per_host_and_says_why(lab3, clean_state):
 @pytest.fixture(scope="module")
 def built_dropwatch(tmp_path_factory):
     """dropwatch built from the shipped tarball by the real role through ansible-playbook."""
-    assert TARBALL.exists(), f"{TARBALL} missing (the shared/ directory sits beside the repository)"
+    assert TARBALL.exists(), f"{TARBALL} missing"
     work = tmp_path_factory.mktemp("dropwatch")
     play = work / "play.yml"
     play.write_text("- name: Build dropwatch\n  hosts: localhost\n  gather_facts: false\n"

@@ -17,19 +17,21 @@ HEADER = "NIC statistics:"
 def parse_ethtool_stats(text: str, source: str = "ethtool -S") -> dict[str, int]:
     """Parse ``ethtool -S IF`` output into ``{stat_name: value}``.
 
-    Sample (a veth, kernel 6.18, ethtool 6.1)::
+    Sample (a veth, kernel 6.18, ethtool 6.1):
 
-        NIC statistics:
-             peer_ifindex: 132
-             rx_queue_0_xdp_packets: 0
-             rx_queue_0_drops: 0
-             tx_queue_0_xdp_xmit_errors: 0
+    >>> stats = parse_ethtool_stats('''NIC statistics:
+    ...      peer_ifindex: 132
+    ...      rx_queue_0_xdp_packets: 0
+    ...      rx_queue_0_drops: 0
+    ...      tx_queue_0_xdp_xmit_errors: 0
+    ... ''')
+    >>> stats
+    {'peer_ifindex': 132, 'rx_queue_0_xdp_packets': 0, 'rx_queue_0_drops': 0, 'tx_queue_0_xdp_xmit_errors': 0}
 
-    gives ``{"peer_ifindex": 132, "rx_queue_0_xdp_packets": 0, ...}``. Names are kept as the driver
-    gives them, with inner spaces, dots, dashes or brackets (``tx-0.packets``, ``rx_pkts_[0]``,
-    ``rx queue 0 drops``); the value is what follows the last ``:``. Values that are not integers
-    are skipped, and so are lines without ``:``. A name the driver prints twice keeps every value:
-    the second becomes ``NAME#2``, the third ``NAME#3``.
+    Names are kept as the driver gives them, with inner spaces, dots, dashes or brackets
+    (``tx-0.packets``, ``rx_pkts_[0]``, ``rx queue 0 drops``); the value is what follows the last
+    ``:``. Values that are not integers are skipped, and so are lines without ``:``. A name the
+    driver prints twice keeps every value: the second becomes ``NAME#2``, the third ``NAME#3``.
 
     Raises ValueError naming ``source`` when the ``NIC statistics:`` header is missing.
     """

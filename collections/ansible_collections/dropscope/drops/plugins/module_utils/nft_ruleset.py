@@ -38,16 +38,19 @@ def _brace_balance(text: str) -> int:
 def parse_nft_ruleset(text: str) -> dict[str, dict]:
     """Parse ``nft -a list ruleset`` into ``{"nft FAMILY TABLE CHAIN #HANDLE": {...}}``.
 
-    Sample (nftables 1.0.6, kernel 6.18, after 3 datagrams to UDP port 8000)::
+    Sample (nftables 1.0.6, kernel 6.18, after 3 datagrams to UDP port 8000):
 
-        table inet dropscope_lab { # handle 1
-                chain input { # handle 1
-                        type filter hook input priority filter; policy accept;
-                        udp dport 8000 counter packets 3 bytes 3084 drop # handle 2
-                }
-        }
+    >>> rules = parse_nft_ruleset('''table inet dropscope_lab { # handle 1
+    ...         chain input { # handle 1
+    ...                 type filter hook input priority filter; policy accept;
+    ...                 udp dport 8000 counter packets 3 bytes 3084 drop # handle 2
+    ...         }
+    ... }
+    ... ''')
+    >>> rules["nft inet dropscope_lab input #2"]
+    {'family': 'inet', 'table': 'dropscope_lab', 'chain': 'input', 'handle': 2, 'rule': 'udp dport 8000 drop', 'packets': 3, 'bytes': 3084}
 
-    gives ``{"nft inet dropscope_lab input #2": {"family": "inet", "table": "dropscope_lab",
+    It gives ``{"nft inet dropscope_lab input #2": {"family": "inet", "table": "dropscope_lab",
     "chain": "input", "handle": 2, "rule": "udp dport 8000 drop", "packets": 3, "bytes": 3084}}``.
 
     Only rules with an anonymous ``counter packets N bytes M`` are listed (``counter name "x"``

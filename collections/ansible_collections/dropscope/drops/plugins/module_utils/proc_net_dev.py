@@ -45,14 +45,19 @@ PROC_NET_DEV_COLUMNS = (
 def parse_proc_net_dev(text: str) -> dict[str, dict[str, int]]:
     """Parse ``/proc/net/dev`` into ``{ifname: {sysfs_counter_name: value}}``.
 
-    Sample (kernel 6.18, inside a network namespace)::
+    Sample (kernel 6.18, inside a network namespace):
 
-        Inter-|   Receive                                                |  Transmit
-         face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-            lo:   13800     100    0    0    0     0          0         0    13800     100    0    0    0     0       0          0
-         dsp-a:     558       7    0    0    0     0          0         0     3684      10    0    0    0     0       0          0
+    >>> dev = parse_proc_net_dev('''Inter-|   Receive                                                |  Transmit
+    ...  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    ...     lo:   13800     100    0    0    0     0          0         0    13800     100    0    0    0     0       0          0
+    ...  dsp-a:     558       7    0    0    0     0          0         0     3684      10    0    0    0     0       0          0
+    ... ''')
+    >>> dev["lo"]["rx_packets"], dev["dsp-a"]["tx_bytes"], dev["dsp-a"]["rx_dropped"]
+    (100, 3684, 0)
+    >>> sorted(dev)
+    ['dsp-a', 'lo']
 
-    gives ``{"lo": {"rx_bytes": 13800, "rx_packets": 100, ...}, "dsp-a": {...}}``. An interface name
+    It gives ``{"lo": {"rx_bytes": 13800, "rx_packets": 100, ...}, "dsp-a": {...}}``. An interface name
     never contains ``:``, whitespace or ``/`` (the kernel refuses them), so the name is everything
     before the first ``:``; long names touch their first value (``dsq-peer:      90``, or
     ``eth0:210140675`` once the byte count is wide).

@@ -48,13 +48,18 @@ def parse_proc_net_udp(text: str, proto: str = "udp", byteorder: str | None = No
     """Parse ``/proc/net/udp`` (``proto="udp"``) or ``/proc/net/udp6`` (``proto="udp6"``).
 
     Sample (kernel 6.18, x86_64; a socket bound to 127.0.0.1:9000 with a tiny SO_RCVBUF that was
-    sent 50 datagrams and never read)::
+    sent 50 datagrams and never read):
 
-           sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-         1896: 0100007F:2328 00000000:0000 07 00000000:00000680 00:00000000 00000000     0        0 35361 2 000000001acd4bb7 48
-         2624: 00000000:E600 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 35363 2 000000009020b42c 0
+    >>> sockets = parse_proc_net_udp('''   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+    ...  1896: 0100007F:2328 00000000:0000 07 00000000:00000680 00:00000000 00000000     0        0 35361 2 000000001acd4bb7 48
+    ...  2624: 00000000:E600 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 35363 2 000000009020b42c 0
+    ... ''')
+    >>> sockets[0]
+    {'proto': 'udp', 'local_address': '127.0.0.1', 'local_port': 9000, 'inode': 35361, 'drops': 48}
+    >>> sockets[1]["local_address"], sockets[1]["local_port"], sockets[1]["drops"]
+    ('0.0.0.0', 58880, 0)
 
-    gives ``[{"proto": "udp", "local_address": "127.0.0.1", "local_port": 9000, "inode": 35361,
+    It gives ``[{"proto": "udp", "local_address": "127.0.0.1", "local_port": 9000, "inode": 35361,
     "drops": 48}, {"proto": "udp", "local_address": "0.0.0.0", "local_port": 58880, "inode": 35363,
     "drops": 0}]``. ``/proc/net/udp6`` has the same columns with 32-digit addresses
     (``00000000000000000000000001000000:232E`` is ``::1`` port 9006).

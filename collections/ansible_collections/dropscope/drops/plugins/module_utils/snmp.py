@@ -49,14 +49,17 @@ def _is_int(text: str) -> bool:
 def parse_proc_net_snmp(text: str, source: str = "/proc/net/snmp") -> dict[str, int]:
     """Parse the header/value line pairs of ``/proc/net/snmp`` or ``/proc/net/netstat``.
 
-    Sample (``/proc/net/snmp``, kernel 6.18, two of its pairs)::
+    Sample (``/proc/net/snmp``, kernel 6.18, two of its pairs):
 
-        Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
-        Udp: 0 0 48 53 48 197 0 0 0
-        UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
-        UdpLite: 0 0 0 0 0 0 0 0 0
+    >>> snmp = parse_proc_net_snmp('''Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+    ... Udp: 0 0 48 53 48 197 0 0 0
+    ... UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+    ... UdpLite: 0 0 0 0 0 0 0 0 0
+    ... ''')
+    >>> snmp["UdpInErrors"], snmp["UdpRcvbufErrors"], snmp["UdpSndbufErrors"], snmp["UdpLiteNoPorts"]
+    (48, 48, 197, 0)
 
-    gives ``{"UdpInDatagrams": 0, "UdpNoPorts": 0, "UdpInErrors": 48, "UdpRcvbufErrors": 48,
+    It gives ``{"UdpInDatagrams": 0, "UdpNoPorts": 0, "UdpInErrors": 48, "UdpRcvbufErrors": 48,
     "UdpSndbufErrors": 197, ..., "UdpLiteInDatagrams": 0, ...}``. Values may be negative (the Tcp
     pair's MaxConn is -1, giving ``"TcpMaxConn": -1``). ``IcmpMsg: InType3`` gives ``IcmpMsgInType3``; ``/proc/net/netstat``'s ``TcpExt:
     ListenOverflows`` gives ``TcpExtListenOverflows``. A section printed as several pairs
@@ -94,14 +97,16 @@ def parse_proc_net_snmp(text: str, source: str = "/proc/net/snmp") -> dict[str, 
 def parse_proc_net_snmp6(text: str, source: str = "/proc/net/snmp6") -> dict[str, int]:
     """Parse ``/proc/net/snmp6`` (one ``Name value`` per line; names are already whole).
 
-    Sample (kernel 6.18)::
+    Sample (kernel 6.18):
 
-        Ip6InReceives                   \t80
-        Udp6NoPorts                     \t0
-        Udp6InErrors                    \t48
-        Udp6RcvbufErrors                \t48
+    >>> snmp6 = parse_proc_net_snmp6('''Ip6InReceives                   \t80
+    ... Udp6NoPorts                     \t0
+    ... Udp6InErrors                    \t48
+    ... Udp6RcvbufErrors                \t48
+    ... ''')
+    >>> snmp6
+    {'Ip6InReceives': 80, 'Udp6NoPorts': 0, 'Udp6InErrors': 48, 'Udp6RcvbufErrors': 48}
 
-    gives ``{"Ip6InReceives": 80, "Udp6NoPorts": 0, "Udp6InErrors": 48, "Udp6RcvbufErrors": 48}``.
     The per-interface files ``/proc/net/dev_snmp6/IF`` have the same form (plus ``ifIndex``).
 
     Raises ValueError naming ``source`` when a line is not exactly a name and an integer.

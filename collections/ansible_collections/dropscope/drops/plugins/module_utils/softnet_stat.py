@@ -35,12 +35,17 @@ SOURCE = "/proc/net/softnet_stat"
 def parse_softnet_stat(text: str) -> list[dict]:
     """Parse ``/proc/net/softnet_stat`` into one dict per line (per online CPU).
 
-    Sample (kernel 6.18, 2 CPUs, 15 columns)::
+    Sample (kernel 6.18, 2 CPUs, 15 columns):
 
-        0006280f 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000
-        00002791 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000 00000000
+    >>> cpus = parse_softnet_stat('''0006280f 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000
+    ... 00002791 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000 00000000
+    ... ''')
+    >>> cpus[0]
+    {'cpu': 0, 'processed': 403471, 'dropped': 0, 'time_squeeze': 0, 'received_rps': 0, 'flow_limit_count': 0, 'backlog_len': 0}
+    >>> cpus[1]["cpu"], cpus[1]["processed"]
+    (1, 10129)
 
-    gives ``[{"cpu": 0, "processed": 403471, "dropped": 0, "time_squeeze": 0, "received_rps": 0,
+    It gives ``[{"cpu": 0, "processed": 403471, "dropped": 0, "time_squeeze": 0, "received_rps": 0,
     "flow_limit_count": 0, "backlog_len": 0}, {"cpu": 1, "processed": 10129, ...}]``.
 
     Older kernels print fewer columns: without the cpu column (before 5.10) ``cpu`` is the line

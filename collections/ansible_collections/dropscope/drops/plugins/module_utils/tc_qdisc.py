@@ -23,13 +23,16 @@ _OPTIONAL = (("overlimits", "overlimits"), ("requeues", "requeues"), ("backlog",
 def parse_tc_qdisc_json(text: str) -> dict[str, dict]:
     """Parse ``tc -s -j qdisc show`` into ``{"DEV KIND HANDLE": {...}}``.
 
-    Sample (iproute2 6.1, kernel 6.18, a tbf that dropped 197 datagrams of a 200-datagram burst)::
+    Sample (iproute2 6.1, kernel 6.18, a tbf that dropped 197 datagrams of a 200-datagram burst):
 
-        [{"kind":"tbf","handle":"8006:","dev":"dsp-a","root":true,"refcnt":3,
-          "options":{"rate":125000,"burst":1600,"lat":0},"bytes":3594,"packets":9,"drops":197,
-          "overlimits":198,"requeues":0,"backlog":0,"qlen":0}]
+    >>> qdiscs = parse_tc_qdisc_json('''[{"kind":"tbf","handle":"8006:","dev":"dsp-a","root":true,"refcnt":3,
+    ...   "options":{"rate":125000,"burst":1600,"lat":0},"bytes":3594,"packets":9,"drops":197,
+    ...   "overlimits":198,"requeues":0,"backlog":0,"qlen":0}]
+    ... ''')
+    >>> qdiscs["dsp-a tbf 8006:"]["dropped"], qdiscs["dsp-a tbf 8006:"]["parent"], qdiscs["dsp-a tbf 8006:"]["overlimits"]
+    (197, 'root', 198)
 
-    gives ``{"dsp-a tbf 8006:": {"dev": "dsp-a", "kind": "tbf", "handle": "8006:", "parent": "root",
+    It gives ``{"dsp-a tbf 8006:": {"dev": "dsp-a", "kind": "tbf", "handle": "8006:", "parent": "root",
     "bytes": 3594, "packets": 9, "dropped": 197, "overlimits": 198, "requeues": 0, "backlog": 0,
     "qlen": 0}}``. ``parent`` is ``"root"`` for a root qdisc, else tc's parent handle (an ingress
     qdisc: ``"ffff:fff1"``). ``backlog`` is in bytes and, like ``qlen``, a level, not a counter.

@@ -23,8 +23,21 @@ from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples
 
 
 def _sample_lines(doc):
-    """Lines of the first literal block (after a line ending in '::'), without '...' lines."""
+    """Lines of the docstring's sample, without '...' elision lines.
+
+    The sample is the text of the doctest's first triple-quoted string (``>>> x = parse('''LINE`` then
+    ``... LINE`` lines up to ``... ''')``), or else the first literal block (after a line ending in '::').
+    """
     lines = doc.splitlines()
+    opening = next((index for index, line in enumerate(lines) if ">>> " in line and "'''" in line), None)
+    if opening is not None:
+        block = [lines[opening].split("'''", 1)[1]]
+        for line in lines[opening + 1:]:
+            text = line.strip()
+            if text.startswith("... '''"):
+                break
+            block.append(text[4:] if text.startswith("... ") else "")
+        return [line.strip() for line in block if line.strip()]
     start = next(index for index, line in enumerate(lines) if line.rstrip().endswith("::")) + 1
     block = []
     for line in lines[start:]:
