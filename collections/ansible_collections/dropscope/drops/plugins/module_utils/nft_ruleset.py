@@ -1,6 +1,8 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# The docstring samples are verbatim tool output lines, some longer than 120 characters.
+# ruff: noqa: E501
 """nftables rule counters: ``nft -a list ruleset`` (text, with handles).
 
 Pure function (standard library only); it runs on the managed host. iptables-nft rules appear

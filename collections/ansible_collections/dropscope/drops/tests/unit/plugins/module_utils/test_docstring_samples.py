@@ -7,11 +7,16 @@ from __future__ import absolute_import, annotations, division, print_function
 
 __metaclass__ = type
 
+import ast
+import doctest
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import (
     ethtool_stats,
+    iptables_save,
+    kallsyms,
     kfree_skb,
+    nf_conntrack,
     nft_ruleset,
     proc_net_dev,
     proc_net_udp,
@@ -31,7 +36,8 @@ def _sample_lines(doc):
     lines = doc.splitlines()
     opening = next((index for index, line in enumerate(lines) if ">>> " in line and "'''" in line), None)
     if opening is not None:
-        block = [lines[opening].split("'''", 1)[1]]
+        first = lines[opening].split("'''", 1)[1]
+        block = [first[:-1] if first.endswith("\\") else first]  # "'''\\": the sample starts on the next line
         for line in lines[opening + 1:]:
             text = line.strip()
             if text.startswith("... '''"):
@@ -60,6 +66,11 @@ CASES = [
     (kfree_skb.parse_perf_lost_line, ["perf_script_lost_trace.txt", "perf_script_lost_default.txt"]),
     (kfree_skb.parse_perf_stack_line, ["perf_script_g_trace_ip_sym.txt", "perf_script_g_default.txt"]),
     (kfree_skb.parse_tracepoint_format, ["kfree_skb_format.txt"]),
+    (tc_qdisc.parse_tc_qdisc_text, ["tc_qdisc_text_iproute2_4.14.txt"]),
+    (tc_qdisc.parse_tc_qdisc, ["tc_qdisc_text_iproute2_5.4.txt"]),
+    (iptables_save.parse_iptables_save, ["iptables_legacy_save_c.txt"]),
+    (nf_conntrack.parse_nf_conntrack_sysctl, ["nf_conntrack_max.txt"]),
+    (kallsyms.parse_kallsyms, ["kallsyms_cilium_doc_4.10.txt"]),
 ]
 
 
@@ -82,3 +93,24 @@ def test_tc_docstring_sample_is_recorded():
     doc_lines = _sample_lines(tc_qdisc.parse_tc_qdisc_json.__doc__)
     entry = "".join(doc_lines)[1:-1]
     assert entry in recorded("tc_qdisc.json")
+
+
+def _literal(doc, name):
+    """The string given to `name` (an assignment or a call's first argument) in the docstring's examples."""
+    for example in doctest.DocTestParser().get_examples(doc):
+        for node in ast.walk(ast.parse(example.source)):
+            if isinstance(node, ast.Assign) and node.targets[0].id == name:
+                return ast.literal_eval(node.value)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == name:
+                return ast.literal_eval(node.args[0])
+    raise AssertionError("no %s in the examples" % name)
+
+
+def test_samples_given_in_pieces_are_recorded():
+    # Samples too wide for one source line are given as Python strings in pieces.
+    assert _literal(nf_conntrack.parse_nf_conntrack_stat.__doc__, "parse_nf_conntrack_stat") == recorded(
+        "nf_conntrack_stat.txt")
+    broken = _literal(tc_qdisc.parse_tc_qdisc.__doc__, "broken")
+    assert broken[1:-1] in recorded("tc_qdisc_iproute2_5.4.json")
+    line = _literal(kallsyms.is_hashed_pointer.__doc__, "line")
+    assert line in recorded("tracefs_trace_pipe_hashed_5.17.txt").splitlines()
