@@ -2,7 +2,7 @@
 
     python3 benchmarks/fleet_wall.py [--sizes 3,10,30] [--duration 5]
 
-For each size it builds a lab (`dropscope lab up`, name `dsbench`, 198.18.5.0/24), runs the floor play
+For each size it builds a lab (`tests/support/lab up`, name `dsbench`, 198.18.5.0/24), runs the floor play
 (benchmarks/floor.yml: the same number of tasks, a plain `sleep DURATION` as the capture) and the real
 diagnose playbook once per backend (default: auto, which is bpftrace here, and perf) in the same run,
 and prints wall time, wall/floor ratio and controller CPU per host.
@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 LAB = ["--name", "dsbench"]
 
 
-def _dropscope(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "dropscope", *args], check=True, capture_output=True,
-                          text=True, cwd=REPO).stdout
+def _lab(*args: str) -> str:
+    """`tests/support/lab ARGS` (the lab is a development tool of the repository); returns its output."""
+    return subprocess.run([sys.executable, str(REPO / "tests" / "support" / "lab"), *args], check=True,
+                          capture_output=True, text=True, cwd=REPO).stdout
 
 
 def _timed(argv: list[str]) -> tuple[float, float, int]:
@@ -51,9 +52,9 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        _dropscope("lab", "down", *LAB)
+        _lab("down", *LAB)
         try:
-            inventory = _dropscope("lab", "up", "--hosts", str(size), *LAB, "--subnet", "198.18.5.0/24").split()[-1]
+            inventory = _lab("up", "--hosts", str(size), *LAB, "--subnet", "198.18.5.0/24").split()[-1]
             with tempfile.TemporaryDirectory() as runs:
                 common = ["-i", inventory, "-e", f"duration={args.duration}", "-f", str(max(size, 5))]
                 floor = _timed(["ansible-playbook", "benchmarks/floor.yml", *common])
@@ -64,7 +65,7 @@ def main() -> int:
                     size_kb = sum(p.stat().st_size for p in hosts_dir.glob("*.json")) / size / 1024
                     rows.append((size, backend, floor, diagnose, size_kb))
         finally:
-            _dropscope("lab", "down", *LAB)
+            _lab("down", *LAB)
     print(f"capture {args.duration} s; CPU = controller (ansible-playbook and its children), per host")
     print("| hosts | backend | floor wall s | diagnose wall s | wall / floor | floor CPU s/host "
           "| diagnose CPU s/host | result KiB/host |")

@@ -2,11 +2,11 @@
 
     python3 benchmarks/report_scale.py [--sizes 100 1000 10000] [--keep DIR]
 
-Each size gets a synthetic run directory (dropscope.synthetic.synthetic_fleet: realistic counters and
-4 drop reasons per host, every 50th host unreachable, 4 hosts per kernel), then a fresh child process
-renders report.json and report.html (`dropscope.report.write_reports`, which streams host files one at a
-time); the child reports its wall time and peak resident memory (ru_maxrss). Goal: 10,000 hosts under
-20 s and 1 GiB, growing linearly.
+Each size gets a synthetic run directory (tests/support/dropscope_lab/synthetic.py, written by the
+collection's run_record as a real run is: realistic counters and 4 drop reasons per host, every 50th host
+unreachable, 4 hosts per kernel), then a fresh child process renders report.json and report.html
+(`dropscope.report.write_reports`, which streams host files one at a time); the child reports its wall
+time and peak resident memory (ru_maxrss). Goal: 10,000 hosts under 20 s and 1 GiB, growing linearly.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "report"))
+# The report tool, the collection (run_record writes the synthetic runs) and the development tools.
+sys.path[:0] = [str(REPO / "report"), str(REPO / "collections"), str(REPO / "tests" / "support")]
 
-from dropscope.synthetic import synthetic_fleet, write_run  # noqa: E402
+from dropscope_lab.synthetic import synthetic_fleet, write_run  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time

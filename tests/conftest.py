@@ -23,12 +23,16 @@ LAB3_NAME = os.environ.get("DROPSCOPE_TEST_LAB", "dstest")
 LAB3_SUBNET = os.environ.get("DROPSCOPE_TEST_SUBNET", "198.18.1.0/24")
 
 
-def run_dropscope(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run `python -m dropscope ARGS` with this interpreter; raise with its output if CHECK and it fails."""
-    proc = subprocess.run([sys.executable, "-m", "dropscope", *args], capture_output=True, text=True,
+# The lab is a development tool (tests/support/dropscope_lab), run as the README says: tests/support/lab.
+LAB_TOOL = Path(__file__).resolve().parent / "support" / "lab"
+
+
+def run_lab(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run `tests/support/lab ARGS` with this interpreter; raise with its output if CHECK and it fails."""
+    proc = subprocess.run([sys.executable, str(LAB_TOOL), *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
     if check and proc.returncode != 0:
-        raise AssertionError(f"dropscope {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        raise AssertionError(f"lab {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
     return proc
 
 
@@ -44,19 +48,19 @@ def lab_can_run() -> str | None:
 
 @pytest.fixture(scope="session")
 def lab3() -> Iterator[dict[str, Any]]:
-    """A real 3-host lab (`dstest`, 198.18.1.0/24): parsed lab.json plus "inventory" (path); removed at the end."""
+    """A real 3-host lab (LAB3_NAME, LAB3_SUBNET): parsed lab.json plus "inventory" (path); removed at the end."""
     reason = lab_can_run()
     if reason:
         pytest.fail(f"the lab tests cannot run here: {reason} (run as root after `bash .ci/install`)")
-    run_dropscope("lab", "down", "--name", LAB3_NAME)  # whatever a crashed session left behind
+    run_lab("down", "--name", LAB3_NAME)  # whatever a crashed session left behind
     try:
-        up = run_dropscope("lab", "up", "--hosts", "3", "--name", LAB3_NAME, "--subnet", LAB3_SUBNET)
+        up = run_lab("up", "--hosts", "3", "--name", LAB3_NAME, "--subnet", LAB3_SUBNET)
         inventory = Path(up.stdout.strip().splitlines()[-1])
         lab = json.loads((inventory.parent / "lab.json").read_text())
         lab["inventory"] = str(inventory)
         yield lab
     finally:
-        down = run_dropscope("lab", "down", "--name", LAB3_NAME, check=False)
+        down = run_lab("down", "--name", LAB3_NAME, check=False)
         assert down.returncode == 0, down.stderr
 
 
@@ -89,11 +93,12 @@ def _run_argv(argv: list[str]) -> tuple[int, str, str]:
 @pytest.fixture
 def tracefs() -> Iterator[str]:
     """tracefs mounted the way drop_capture mounts it (only if it is not mounted), unmounted afterwards."""
-    from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import Host, TracefsMount
+    from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader
+    from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import TracefsMount
 
     if os.geteuid() != 0:
         pytest.fail("this test needs root to mount tracefs (run as root after `bash .ci/install`)")
-    with TracefsMount(Host(_run_argv, shutil.which)) as mount:
+    with TracefsMount(HostReader(_run_argv, shutil.which)) as mount:
         if mount.root is None:
             pytest.fail("tracefs is not mounted and could not be mounted")
         yield mount.root
@@ -133,9 +138,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def lab_cli(*args: str) -> dict:
-    """Run `dropscope lab …` on the test lab and return the JSON line it prints last."""
-    out = subprocess.run([sys.executable, "-m", "dropscope", "lab", *args, "--name", LAB3_NAME],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    """Run `tests/support/lab …` on the test lab and return the JSON line it prints last."""
+    out = run_lab(*args, "--name", LAB3_NAME, timeout=60).stdout
     lines = [line for line in out.splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
 

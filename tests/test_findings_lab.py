@@ -1,4 +1,4 @@
-"""Findings on the real lab: injected LAB.md recipes give the right cause and knob on the right host.
+"""Findings on the real lab: injected drops (tests/support/lab inject) get the right cause and knob on the right host.
 
 h1 drops UDP to port 8000 in an nft rule, h2 gets datagrams to a closed port and overflows a receiver
 that never reads (UDP port 9100), h3 stays idle. Whatever the capture's scope (a kernel-wide capture

@@ -207,3 +207,91 @@ def test_install_perf_checks_first_and_installs_nothing_where_perf_works(lab3, t
     assert install_task.count("skipping: [h") == 3 and "changed: [h" not in install_task
     report = json.loads((tmp_path / "install" / "report.json").read_text())
     assert [host["capture"]["backend"] for host in report["hosts"]] == ["perf", "perf", "perf"]
+
+
+# ------------------------------------------------ a capture that did not run is never ok; no warnings
+
+def _playbook(inventory: str, *extra: str, runs_dir: Path, run_id: str, check: bool = False):
+    argv = ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", inventory, "-e", "duration=1",
+            "-e", f"runs_dir={runs_dir}", "-e", f"run_id={run_id}", *extra, *(["--check"] if check else [])]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _one_line(text: str) -> str:
+    """Output with its whitespace runs made single spaces (the YAML callback wraps long messages)."""
+    return " ".join(text.split())
+
+
+CANNOT_CAPTURE = {
+    # This kernel has no NET_DM: dropwatch can never capture here (nor can it when it is not installed).
+    "dropwatch": ["-e", "backend=dropwatch"],
+    # Only bpftrace reads packet headers: perf cannot filter by port.
+    "perf-dport": ["-e", "backend=perf", "-e", "dport=8000"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CANNOT_CAPTURE))
+def test_a_backend_that_cannot_capture_fails_the_hosts_with_the_reason(lab3, tmp_path, chromium_page, case):
+    """The capture did not run: each host is failed with the reason, the run incomplete, --check says so first."""
+    hosts = sorted(lab3["hosts"])
+    checked = _playbook(lab3["inventory"], *CANNOT_CAPTURE[case], runs_dir=tmp_path, run_id="check", check=True)
+    proc = _playbook(lab3["inventory"], *CANNOT_CAPTURE[case], runs_dir=tmp_path, run_id="real")
+    assert proc.returncode == 2, proc.stdout[-3000:]
+
+    run_dir = tmp_path / "real"
+    errors = {}
+    for name in hosts:
+        document = json.loads((run_dir / "hosts" / f"{name}.json").read_text())
+        capture = document["capture"]
+        if case == "dropwatch":
+            ladder = {rung["backend"]: rung for rung in document["capabilities"]["ladder"]}
+            assert (capture["backend"], capture["status"]) == ("dropwatch", "unavailable")
+            assert capture["reason"] == ladder["dropwatch"]["reason"] and capture["reason"]
+        else:
+            assert (capture["backend"], capture["status"]) == ("perf", "failed")
+            assert "port filter needs the bpftrace backend" in capture["reason"]
+        errors[name] = f"capture failed: {capture['backend']} {capture['status']}: {capture['reason']}"
+        assert (document["status"], document["error"]) == ("failed", errors[name])
+        assert document["before"] is not None and document["after"] is not None  # the counters are kept
+    why = "; ".join(f"{name} (failed: {errors[name]})" for name in hosts)
+    assert f"Incomplete run: 3 host(s) unreachable or failed: {why}" in _one_line(proc.stdout)
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {entry["host"]: (entry["status"], entry["error"]) for entry in manifest["hosts"]} == {
+        name: ("failed", errors[name]) for name in hosts}
+    report = json.loads((run_dir / "report.json").read_text())
+    assert {host["host"]: (host["status"], host["error"]) for host in report["hosts"]} == {
+        name: ("failed", errors[name]) for name in hosts}
+    assert (report["fleet"]["ok"], report["fleet"]["failed"]) == (0, 3)
+    page, page_errors = chromium_page
+    page.goto((run_dir / "report.html").as_uri())
+    text = _one_line(page.inner_text("body"))
+    for name in hosts:
+        assert errors[name] in text, (name, errors[name])
+    assert page_errors == []
+
+    # Check mode predicted exactly this: the same hosts, the same reasons, and a non-zero exit.
+    assert checked.returncode == 2, checked.stdout[-3000:]
+    assert f"Hosts that would be incomplete: {why}" in _one_line(checked.stdout)
+    assert f"The run would be incomplete: 3 host(s) would fail: {why}" in _one_line(checked.stdout)
+    assert not (tmp_path / "check").exists()
+
+
+def test_a_normal_run_prints_no_warning(fleet_run, lab3, tmp_path):
+    """`port` is a reserved Ansible name: the filter is `dport`, and neither run warns."""
+    assert fleet_run["rc"] == 0 and "WARNING" not in fleet_run["output"], fleet_run["output"][-3000:]
+    proc = _playbook(lab3["inventory"], "-e", "dport=8000", runs_dir=tmp_path, run_id="dport")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    manifest = json.loads((tmp_path / "dport" / "manifest.json").read_text())
+    assert manifest["parameters"]["dport"] == 8000 and "port" not in manifest["parameters"]
+    for name in sorted(lab3["hosts"]):
+        capture = json.loads((tmp_path / "dport" / "hosts" / f"{name}.json").read_text())["capture"]
+        assert (capture["status"], capture["backend"], capture["port_filter"]) == ("ok", "bpftrace", 8000)
+
+
+def test_the_old_port_variable_is_refused(lab3, tmp_path):
+    proc = _playbook(lab3["inventory"], "-e", "port=8000", runs_dir=tmp_path, run_id="port")
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "The port filter is now -e dport=N" in _one_line(proc.stdout)
+    assert not (tmp_path / "port").exists()

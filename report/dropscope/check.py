@@ -13,6 +13,7 @@ Thresholds (YAML) on drop reasons and counters, as rates per second and/or count
       - counter: UdpRcvbufErrors # glob on the counter name
         section: protocols       # optional: interfaces, protocols, softnet, qdiscs, sockets, firewall
         object: "*"              # optional glob: interface, qdisc, socket or rule
+        drop: true               # optional: only drop counters (as the knowledge base and the page say)
         max_rate: 1              # per second (snapshot interval)
         max_count: 100
     verdict: problem             # optional: a host whose verdict is at least this violates
@@ -31,7 +32,6 @@ import fnmatch
 import json
 import math
 import re
-import sys
 import xml.etree.ElementTree as ET  # noqa: S405 (we only write XML)
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -39,14 +39,15 @@ from typing import Any
 
 import yaml
 
-from dropscope.knowledge_base import KnowledgeError
-from dropscope.model import JSON, RunError, build_report_streaming
-from dropscope.report import add_knowledge_argument, knowledge_from, write_atomically
+from dropscope.build import build_report, counter_items
+from dropscope.commands import add_command, knowledge_from, run_guarded, write_atomically
+from dropscope.knowledge_base import SECTIONS, KnowledgeError
+from dropscope.load import JSON, RunError
 
+SUMMARY = "check a run against thresholds (exit 0 ok, 1 violated, 3 incomplete); JUnit and Prometheus output"
 EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 VERDICT_RANK = {"ok": 0, "warning": 1, "problem": 2}
 VERDICT_VALUE = {"ok": 0, "warning": 1, "problem": 2}
-SECTIONS = ("interfaces", "protocols", "softnet", "qdiscs", "sockets", "firewall")
 XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -56,18 +57,11 @@ class ThresholdError(ValueError):
 
 def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the `check` sub-command."""
-    parser = subparsers.add_parser(
-        "check",
-        help="check a run against thresholds (exit 0 ok, 1 violated, 3 incomplete); JUnit and Prometheus output",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "check", run_check, SUMMARY, __doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory")
     parser.add_argument("--thresholds", metavar="FILE", type=Path, required=True, help="thresholds (YAML)")
     parser.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML (one test case per host)")
     parser.add_argument("--prometheus", metavar="FILE", type=Path, help="write a Prometheus textfile (.prom)")
-    add_knowledge_argument(parser)
-    parser.set_defaults(func=run_check)
     return parser
 
 
@@ -111,6 +105,8 @@ def load_thresholds(path: Path) -> JSON:
             if not isinstance(entry, dict):
                 raise ThresholdError(f"{where}: expected a mapping")
             allowed = {*fields, "max_rate", "max_count", "include_benign", "name"}
+            if kind == "counters":
+                allowed.add("drop")
             if set(entry) - allowed:
                 raise ThresholdError(f"{where}: unknown keys {', '.join(sorted(map(str, set(entry) - allowed)))}")
             checked = {name: str(entry.get(name, "*")) for name in fields}
@@ -123,6 +119,7 @@ def load_thresholds(path: Path) -> JSON:
             if checked["max_rate"] is None and checked["max_count"] is None:
                 raise ThresholdError(f"{where}: needs max_rate and/or max_count")
             checked["include_benign"] = bool(entry.get("include_benign", False))
+            checked["drop"] = bool(entry.get("drop", False))
             label = entry.get("name") or " ".join(
                 f"{name}={checked[name]}" for name in fields if checked[name] != "*" or name == fields[0]
             )
@@ -167,19 +164,11 @@ def _reason_violations(name: str, findings: list[JSON], duration: float | None, 
     return violations
 
 
-def counter_items(host: JSON) -> Iterable[tuple[str, str | None, str, int, float | None]]:
-    """(section, object, counter, delta, rate) of every counter that moved on a host."""
+def _moved_counters(host: JSON) -> Iterable[tuple[str, str | None, str, int, float | None, str | None]]:
+    """(section, object, counter, delta, rate, drop) of every counter that moved on a host (exact rates)."""
     interval = host.get("interval_s")
-    counters = host.get("counters") or {}
-    for section in ("protocols", "softnet"):
-        for counter, delta in (counters.get(section) or {}).items():
-            if delta:
-                yield section, None, counter, delta, (delta / interval if interval else None)
-    for section in ("interfaces", "qdiscs", "sockets", "firewall"):
-        for obj, values in (counters.get(section) or {}).items():
-            for counter, delta in values.items():
-                if not counter.endswith("_now"):
-                    yield section, obj, counter, delta, (delta / interval if interval else None)
+    for section, obj, counter, delta, _, drop in counter_items(host):
+        yield section, obj, counter, delta, (delta / interval if interval else None), drop
 
 
 def _counter_violations(host: JSON, limits: list[JSON]) -> list[JSON]:
@@ -187,9 +176,10 @@ def _counter_violations(host: JSON, limits: list[JSON]) -> list[JSON]:
     for limit in limits:
         if not _glob(host["host"], limit["hosts"]):
             continue
-        for section, obj, counter, delta, rate in counter_items(host):
+        for section, obj, counter, delta, rate, drop in _moved_counters(host):
             if (
-                _glob(counter, limit["counter"])
+                (drop or not limit["drop"])
+                and _glob(counter, limit["counter"])
                 and _glob(section, limit["section"])
                 and (obj is None and limit["object"] == "*" or _glob(obj, limit["object"]))
             ):
@@ -316,7 +306,7 @@ def prometheus_text(report: JSON, outcome: JSON) -> str:
             if duration:
                 add("dropscope_drop_rate", "gauge", "kfree_skb drops per second during the last run's capture.",
                     labels, drop["count"] / duration)  # fmt: skip
-        for section, obj, counter, delta, rate in counter_items(host):
+        for section, obj, counter, delta, rate, _ in _moved_counters(host):
             labels = {"host": name, "section": section, "object": obj or "", "counter": counter}
             add("dropscope_counter_delta", "gauge", "Counter increase between the host's two snapshots.", labels, delta)
             if rate is not None:
@@ -344,21 +334,21 @@ def prometheus_text(report: JSON, outcome: JSON) -> str:
 
 def run_check(args: argparse.Namespace) -> int:
     """Entry point of `dropscope check`."""
-    try:
+
+    def check_and_write() -> tuple[JSON, JSON]:
         thresholds = load_thresholds(args.thresholds)
-        built = build_report_streaming(args.run_dir, knowledge_from(args))
-        report = built.report
+        report = build_report(args.run_dir, knowledge_from(args))
         outcome = check_report(report, thresholds)
         if args.junit is not None:
             write_atomically(args.junit, junit_xml(report, outcome))
         if args.prometheus is not None:
             write_atomically(args.prometheus, prometheus_text(report, outcome))
-    except (ThresholdError, RunError, KnowledgeError) as exc:
-        print(f"dropscope check: {exc}", file=sys.stderr)
+        return report, outcome
+
+    checked = run_guarded("check", "the outputs", check_and_write, (ThresholdError, RunError, KnowledgeError))
+    if checked is None:
         return EXIT_BAD_INPUT
-    except OSError as exc:
-        print(f"dropscope check: cannot write: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    report, outcome = checked
     for case in outcome["cases"]:
         if case["status"] != "ok":
             print(f"{case['name']}: {case['status']}: {case['error'] or 'no data'}")

@@ -20,12 +20,13 @@ from typing import Any
 
 import jinja2
 
-from dropscope.findings import counter_rows
+from dropscope.build import build_report, counter_items
+from dropscope.commands import add_command, knowledge_from, run_guarded, write_atomically
+from dropscope.formatting import format_change, format_rate
 from dropscope.knowledge_base import SEVERITY_RANK, KnowledgeBase, KnowledgeError
-from dropscope.model import JSON, RunError, build_report_streaming
-from dropscope.render_html import format_rate
-from dropscope.report import add_knowledge_argument, knowledge_from, write_atomically
+from dropscope.load import JSON, SCHEMA_VERSION, RunError
 
+SUMMARY = "compare two runs: rates before/after per host, reason and counter; exit 1 if worse"
 EXIT_NOT_WORSE, EXIT_WORSE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_THRESHOLD_PCT = 20.0
 HTML_ROWS = 5_000
@@ -33,12 +34,7 @@ HTML_ROWS = 5_000
 
 def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the `compare` sub-command."""
-    parser = subparsers.add_parser(
-        "compare",
-        help="compare two runs: rates before/after per host, reason and counter; exit 1 if worse",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "compare", run_compare, SUMMARY, __doc__)
     parser.add_argument("before", metavar="RUN_BEFORE", type=Path, help="the earlier run directory")
     parser.add_argument("after", metavar="RUN_AFTER", type=Path, help="the later run directory")
     parser.add_argument(
@@ -51,13 +47,14 @@ def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--output-dir", metavar="DIR", type=Path, default=None, help="where compare.json/.html go (default RUN_AFTER)"
     )
-    add_knowledge_argument(parser)
-    parser.set_defaults(func=run_compare)
     return parser
 
 
-def _items(host: JSON, texts: dict[str, str], knowledge: KnowledgeBase) -> dict[str, JSON]:
-    """ "reason NAME" / "counter SECTION OBJECT COUNTER" → {kind, name, rate, count} for one host."""
+def _items(host: JSON) -> dict[str, JSON]:
+    """ "reason NAME" / "counter SECTION OBJECT COUNTER" → {kind, name, rate, count} for one host.
+
+    Counters are the host's drop counters (the knowledge base's marks in the built report).
+    """
     items: dict[str, JSON] = {}
     capture = host.get("capture") or {}
     duration = capture.get("duration_s")
@@ -66,9 +63,10 @@ def _items(host: JSON, texts: dict[str, str], knowledge: KnowledgeBase) -> dict[
         item["count"] += drop["count"]
     for item in items.values():
         item["rate"] = item["count"] / duration if duration else None
-    for row in counter_rows(host, texts, knowledge):
-        name = " ".join(part for part in (row["section"], row["object"], row["counter"]) if part)
-        items[f"counter {name}"] = {"kind": "counter", "name": name, "count": row["delta"], "rate": row["rate"]}
+    for section, obj, counter, delta, rate, drop in counter_items(host):
+        if drop:
+            name = " ".join(part for part in (section, obj, counter) if part)
+            items[f"counter {name}"] = {"kind": "counter", "name": name, "count": delta, "rate": rate}
     return items
 
 
@@ -159,11 +157,11 @@ def compare_runs(before_dir: Path, after_dir: Path, threshold_pct: float, knowle
     """compare.json for two run directories (raises RunError for a bad one)."""
     sides = []
     for run_dir in (before_dir, after_dir):
-        built = build_report_streaming(run_dir, knowledge)
+        report = build_report(run_dir, knowledge)
         hosts = {}
-        for host, texts in zip(built.report["hosts"], built.rule_texts, strict=True):
-            hosts.setdefault(host["host"], (host, _items(host, texts, knowledge)))
-        sides.append((built.report, hosts))
+        for host in report["hosts"]:
+            hosts.setdefault(host["host"], (host, _items(host)))
+        sides.append((report, hosts))
     (before_report, before_hosts), (after_report, after_hosts) = sides
     names = list(after_hosts) + [name for name in before_hosts if name not in after_hosts]
     hosts = []
@@ -178,7 +176,7 @@ def compare_runs(before_dir: Path, after_dir: Path, threshold_pct: float, knowle
     order = {"worse": 0, "incomplete": 1, "better": 2, "same": 3}
     hosts.sort(key=lambda h: (order[h["change"]], h["host"]))
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "kind": "dropscope-compare",
         "before": {"run_dir": str(before_dir), "run_id": before_report["run"]["run_id"],
                    "verdict": before_report["fleet"].get("verdict")},
@@ -191,23 +189,13 @@ def compare_runs(before_dir: Path, after_dir: Path, threshold_pct: float, knowle
     }  # fmt: skip
 
 
-
-
-def _pct(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value == float("inf"):
-        return "new"
-    return f"{value:+.0f} %"
-
-
 def render_compare_html(comparison: JSON) -> str:
     """compare.html: one static page (no script), every value escaped."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dropscope", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     template = env.get_template("compare.html.j2")
-    return template.render(c=comparison, rate=format_rate, pct=_pct, max_hosts=500, max_rows=200)
+    return template.render(c=comparison, rate=format_rate, pct=format_change, max_hosts=500, max_rows=200)
 
 
 def _json_safe(value: Any) -> Any:
@@ -226,20 +214,19 @@ def run_compare(args: argparse.Namespace) -> int:
     if not args.threshold >= 0:
         print("dropscope compare: --threshold must be a percentage ≥ 0", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        knowledge = knowledge_from(args)
-        comparison = compare_runs(args.before, args.after, args.threshold, knowledge)
-        target = args.output_dir if args.output_dir is not None else args.after
+    target = args.output_dir if args.output_dir is not None else args.after
+
+    def compare_and_write() -> JSON:
+        comparison = compare_runs(args.before, args.after, args.threshold, knowledge_from(args))
         target.mkdir(parents=True, exist_ok=True)
         write_atomically(
             target / "compare.json", json.dumps(_json_safe(comparison), indent=1, ensure_ascii=False) + "\n"
         )
         write_atomically(target / "compare.html", render_compare_html(comparison))
-    except (RunError, KnowledgeError) as exc:
-        print(f"dropscope compare: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:
-        print(f"dropscope compare: cannot write the comparison: {exc}", file=sys.stderr)
+        return comparison
+
+    comparison = run_guarded("compare", "the comparison", compare_and_write, (RunError, KnowledgeError))
+    if comparison is None:
         return EXIT_BAD_INPUT
     counts = comparison["hosts_by_change"]
     print(

@@ -7,7 +7,10 @@ follow from the findings.
 
 Two passes, so a run can be streamed host by host:
 
-1. `host_findings` looks at one host alone (its report.json entry and its firewall rule texts).
+1. `drop_counter_rows` picks the host's drop counters that moved (the knowledge base decides which are
+   drops: `KnowledgeBase.drop_rule`); `host_findings` looks at one host alone (its report.json entry and
+   those rows). The builder stores the same rows' marks in report.json (`drop_counters`), so the page and
+   `dropscope check` see exactly the counters the findings saw.
 2. `attribute_shared_kernels` then looks across hosts that share a kernel: a kernel-scope capture sees
    every network namespace of its kernel, so a captured drop that the host's own (per-namespace)
    counters do not corroborate is "seen kernel-wide (shared kernel), not attributed to this host"
@@ -23,32 +26,21 @@ import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second
+from dropscope.formatting import rate_phrase
 from dropscope.knowledge_base import SEVERITIES, SEVERITY_RANK, CounterRule, KnowledgeBase
-from dropscope.model import JSON, is_drop_counter
+from dropscope.load import JSON
 
 VERDICTS = ("ok", "warning", "problem")
 VERDICT_OF_SEVERITY = {"info": "ok", "warning": "warning", "problem": "problem"}
 UNKNOWN_VERDICT = "unknown"  # the host was not diagnosed (unreachable or failed)
-DROP_RULE = re.compile(r"\b(drop|reject)\b")
 RULE_PORT = re.compile(r"\b(udp|tcp|sctp|dccp)\s+dport\s+(\{[^}]*\}|\S+)")
 SOCKET_PORT = re.compile(r"^(\w+) (.*):(\d+)$")
 CHAIN_DIRECTION = {"input": "inbound ", "output": "outbound ", "forward": "forwarded ", "prerouting": "incoming "}
-NOT_DROPS = frozenset({"bytes", "overlimits", "requeues", "packets"})
 
 
 def _round_rate(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def format_rate(value: float | None) -> str:
-    """A rate for sentences: 98.04 → "98/s"."""
-    if value is None:
-        return "rate unknown"
-    if value >= 100:
-        return f"{value:,.0f}/s"
-    if value >= 10:
-        return f"{value:.1f}/s"
-    return f"{value:.2g}/s" if value > 0 else "0/s"
 
 
 class _SafeFormatter(string.Formatter):
@@ -75,42 +67,36 @@ def render_template(template: str, values: Mapping[str, Any]) -> str:
 # Counter rows of one host
 
 
-def counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], knowledge: KnowledgeBase) -> list[JSON]:
-    """The host's drop counters that moved: {section, object, counter, delta, rate, rule, detail, scope}."""
-    interval = host.get("interval_s")
-    counters = host.get("counters") or {}
-    rows: list[JSON] = []
+def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], knowledge: KnowledgeBase) -> list[JSON]:
+    """The host's drop counters that moved: {section, object, counter, delta, rate, detail, scope, _key, _rule}.
 
-    def add(section: str, obj: str | None, counter: str, delta: int) -> None:
-        if not delta or counter.endswith("_now"):
-            return
-        if section == "firewall" and (counter != "packets" or not DROP_RULE.search(rule_texts.get(obj or "", ""))):
-            return
-        rule = knowledge.counter_rule(section, counter)
-        if rule is not None and rule.entry.get("drop") is False:
-            return
-        if rule is None and (counter in NOT_DROPS or section in ("qdiscs", "firewall") or not is_drop_counter(counter)):
-            return
+    A counter is a drop counter when the knowledge base says so (`KnowledgeBase.drop_rule`; a firewall
+    rule's packets only when its text in RULE_TEXTS drops or rejects). `_key` is the counters.yml entry;
+    `_rule` is that entry unless it is `generic` (a name-only match the knowledge base knows nothing about).
+    """
+    interval = host.get("interval_s")
+    rows: list[JSON] = []
+    for section, obj, counter, delta in iter_counters(host.get("counters") or {}):
+        if counter.endswith(GAUGE_SUFFIX):
+            continue
+        text = rule_texts.get(obj or "") if section == "firewall" else None
+        matched = knowledge.drop_rule(section, counter, text)
+        if matched is None:
+            continue
+        rule = None if matched.is_generic else matched
         rows.append(
             {
                 "section": section,
                 "object": obj,
                 "counter": counter,
                 "delta": delta,
-                "rate": _round_rate(delta / interval) if interval else None,
-                "detail": rule_texts.get(obj or "") if section == "firewall" else None,
+                "rate": per_second(delta, interval),
+                "detail": text,
                 "scope": (rule.entry.get("scope") if rule else None) or ("kernel" if section == "softnet" else "netns"),
+                "_key": matched.id,
                 "_rule": rule,
             }
         )
-
-    for section in ("protocols", "softnet"):
-        for counter, delta in (counters.get(section) or {}).items():
-            add(section, None, counter, delta)
-    for section in ("interfaces", "qdiscs", "sockets", "firewall"):
-        for obj, values in (counters.get(section) or {}).items():
-            for counter, delta in values.items():
-                add(section, obj, counter, delta)
     return rows
 
 
@@ -172,7 +158,7 @@ def _qdisc_words(rows: list[JSON]) -> tuple[str, str]:
 
 
 def _row_phrase(row: JSON) -> str:
-    rate = f" ({format_rate(row['rate'])})" if row.get("rate") is not None else ""
+    rate = f" ({rate_phrase(row['rate'])})" if row.get("rate") is not None else ""
     delta = f"{row['delta']:,}"
     if row["section"] == "firewall":
         rule = f"rule `{row['detail']}` ({row['object']})" if row.get("detail") else f"rule {row['object']}"
@@ -191,7 +177,7 @@ def _row_phrase(row: JSON) -> str:
 def _capture_phrase(reason: str, drops: list[JSON], duration: float | None) -> str:
     count = sum(drop["count"] for drop in drops)
     locations = ", ".join(dict.fromkeys(drop["location"] for drop in drops))
-    rate = f" ({format_rate(count / duration)})" if duration else ""
+    rate = f" ({rate_phrase(count / duration)})" if duration else ""
     return f"kfree_skb saw {count:,} {reason} at {locations}{rate}"
 
 
@@ -253,7 +239,7 @@ def _finding(
     first = rows[0] if rows else {}
     context = {
         "count": f"{count:,}",
-        "rate": format_rate(rate),
+        "rate": rate_phrase(rate),
         "reason": reason or "",
         "location": ", ".join(dict.fromkeys(drop["location"] for drop in drops)) or "–",
         "protocol": ", ".join(sorted({d.get("protocol") or "?" for d in drops})),
@@ -320,14 +306,16 @@ def _counter_entry(rule: CounterRule | None, knowledge: KnowledgeBase) -> tuple[
     return None, rule.entry
 
 
-def host_findings(host: Mapping[str, Any], rule_texts: Mapping[str, str], knowledge: KnowledgeBase) -> list[JSON]:
-    """Findings of one host as if it owned its kernel (pass 2 corrects hosts that share one)."""
+def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeBase) -> list[JSON]:
+    """Findings of one host as if it owned its kernel (pass 2 corrects hosts that share one).
+
+    ROWS are the host's `drop_counter_rows`.
+    """
     if host.get("status") != "ok":
         return []
     name = host["host"]
     capture = host.get("capture") or {}
     duration = capture.get("duration_s") if capture.get("status") == "ok" else None
-    rows = counter_rows(host, rule_texts, knowledge)
     used: set[int] = set()
     findings: list[JSON] = []
 
@@ -510,11 +498,15 @@ def public_finding(finding: Mapping[str, Any]) -> JSON:
     return {key: value for key, value in finding.items() if not key.startswith("_")}
 
 
-def add_findings(report: JSON, rule_texts: list[Mapping[str, str]], knowledge: KnowledgeBase) -> None:
-    """Pass 1 and 2 over a built report (hosts in run order, RULE_TEXTS per host): findings and verdicts."""
-    for host, texts in zip(report["hosts"], rule_texts, strict=True):
-        host["findings"] = host_findings(host, texts, knowledge)
-    finish_findings(report)
+def finding_background(finding: Mapping[str, Any], knowledge: KnowledgeBase) -> JSON | None:
+    """The knowledge behind a finding (meaning, causes, next) for the page's drill-down; None if none."""
+    entry = knowledge.reason(finding["reason"]) if finding.get("reason") else None
+    if entry is None and finding["key"].startswith("counter:"):
+        rule_id = finding["key"].removeprefix("counter:")
+        entry = next((rule.entry for rule in knowledge.counters if rule.id == rule_id), None)
+    if entry is None:
+        return None
+    return {name: entry.get(name) for name in ("meaning", "causes", "next") if entry.get(name)}
 
 
 def finish_findings(report: JSON) -> None:

@@ -2,6 +2,9 @@
 
 The content is data (knowledge/reasons.yml and knowledge/counters.yml, shipped in the package); this
 module only loads it, merges a user's file over it (`--knowledge FILE`) and answers lookups.
+
+It is the one place that says whether a counter counts drops (`KnowledgeBase.drop_rule`): the builder
+marks each host's drop counters with it, and findings, the page and `dropscope check` read those marks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ DIRECTIONS = ("receive", "transmit", "forward", "any")
 SECTIONS = ("interfaces", "protocols", "softnet", "qdiscs", "sockets", "firewall")
 TEXT_FIELDS = ("title", "direction", "meaning", "explain", "advice")
 LIST_FIELDS = ("causes", "next", "knobs", "corroborated_by", "benign_locations")
+FLAG_FIELDS = ("drop", "generic", "benign")
 JSON = dict[str, Any]
 
 
@@ -32,16 +36,33 @@ class KnowledgeError(ValueError):
 
 @dataclass
 class CounterRule:
-    """One counters.yml entry: which counters it matches and what they mean."""
+    """One counters.yml entry: which counters it matches and what they mean.
+
+    `sections` are the sections it applies to; `rule` (firewall entries) is a regular expression the
+    firewall rule's text must contain, so that only rules that drop or reject count drops.
+    """
 
     id: str
-    section: str
+    sections: tuple[str, ...]
     patterns: list[str]
     entry: JSON
     compiled: list[re.Pattern[str]] = field(default_factory=list)
+    rule: re.Pattern[str] | None = None
 
-    def matches(self, section: str, counter: str) -> bool:
-        return section == self.section and any(pattern.match(counter) for pattern in self.compiled)
+    def matches(self, section: str, counter: str, rule_text: str | None = None) -> bool:
+        if section not in self.sections or not any(pattern.match(counter) for pattern in self.compiled):
+            return False
+        return self.rule is None or bool(self.rule.search(rule_text or ""))
+
+    @property
+    def is_drop(self) -> bool:
+        """Whether the counters it matches count drops (`drop: false` entries are evidence, not drops)."""
+        return self.entry.get("drop") is not False
+
+    @property
+    def is_generic(self) -> bool:
+        """A drop or error counter recognised by its name alone: the knowledge base knows nothing more."""
+        return bool(self.entry.get("generic"))
 
 
 def _glob(pattern: str) -> re.Pattern[str]:
@@ -56,19 +77,33 @@ class KnowledgeBase:
     counters: list[CounterRule]
     severity: JSON
     sources: list[str]
-    _counter_cache: dict[tuple[str, str], CounterRule | None] = field(default_factory=dict, repr=False)
+    _counter_cache: dict[tuple[str, str, str | None], CounterRule | None] = field(default_factory=dict, repr=False)
     _corroboration: dict[str, list[tuple[str, re.Pattern[str]]]] = field(default_factory=dict, repr=False)
 
     def reason(self, name: str) -> JSON | None:
         """The entry of a kernel drop reason, or None if the knowledge base does not know it."""
         return self.reasons.get(name)
 
-    def counter_rule(self, section: str, counter: str) -> CounterRule | None:
-        """The first counters.yml entry matching SECTION/COUNTER (cached: fleets repeat names)."""
-        key = (section, counter)
+    def counter_rule(self, section: str, counter: str, rule_text: str | None = None) -> CounterRule | None:
+        """The first counters.yml entry matching SECTION/COUNTER (cached: fleets repeat names).
+
+        RULE_TEXT is a firewall rule's text (entries with a `rule` pattern match only rules it matches).
+        """
+        key = (section, counter, rule_text)
         if key not in self._counter_cache:
-            self._counter_cache[key] = next((rule for rule in self.counters if rule.matches(section, counter)), None)
+            self._counter_cache[key] = next(
+                (rule for rule in self.counters if rule.matches(section, counter, rule_text)), None
+            )
         return self._counter_cache[key]
+
+    def drop_rule(self, section: str, counter: str, rule_text: str | None = None) -> CounterRule | None:
+        """The entry that makes SECTION/COUNTER a drop counter, or None if it does not count drops.
+
+        The only answer to "is this counter a drop?": findings, the page and `dropscope check` all use it
+        (through the marks the builder puts into report.json).
+        """
+        rule = self.counter_rule(section, counter, rule_text)
+        return rule if rule is not None and rule.is_drop else None
 
     def corroborates(self, reason: str, section: str, counter: str) -> bool:
         """Whether counter SECTION/COUNTER moves together with drops of REASON (its `corroborated_by`)."""
@@ -105,6 +140,9 @@ def _check_entry(entry: Any, where: str) -> JSON:
     for name in LIST_FIELDS:
         if name in entry and not isinstance(entry[name], list):
             raise KnowledgeError(f"{where}.{name}: expected a list")
+    for name in FLAG_FIELDS:
+        if name in entry and not isinstance(entry[name], bool):
+            raise KnowledgeError(f"{where}.{name}: expected true or false")
     if entry.get("direction") not in (None, *DIRECTIONS):
         raise KnowledgeError(f"{where}.direction: {entry['direction']!r} is not one of {', '.join(DIRECTIONS)}")
     if entry.get("max_severity") not in (None, *SEVERITIES):
@@ -144,19 +182,28 @@ def _read_yaml(text: str, source: str) -> JSON:
 def _counter_rule(entry: JSON, where: str) -> CounterRule:
     entry = _check_entry(entry, where)
     rule_id = entry.get("id")
-    section = entry.get("section")
+    sections = entry.get("section")
     patterns = entry.get("counter")
     if isinstance(patterns, str):
         patterns = [patterns]
+    if isinstance(sections, str):
+        sections = [sections]
     if not isinstance(rule_id, str) or not rule_id:
         raise KnowledgeError(f"{where}: needs an `id`")
-    if section not in SECTIONS:
-        raise KnowledgeError(f"{where} ({rule_id}): section {section!r} is not one of {', '.join(SECTIONS)}")
+    if not isinstance(sections, list) or not sections or any(section not in SECTIONS for section in sections):
+        raise KnowledgeError(
+            f"{where} ({rule_id}): section {entry.get('section')!r} is not one (or a list) of {', '.join(SECTIONS)}"
+        )
     if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
         raise KnowledgeError(f"{where} ({rule_id}): `counter` must be a name or a list of names/globs")
     if entry.get("scope", "netns") not in ("netns", "kernel"):
         raise KnowledgeError(f"{where} ({rule_id}): scope must be netns or kernel")
-    return CounterRule(rule_id, section, list(patterns), entry, [_glob(p) for p in patterns])
+    rule = entry.get("rule")
+    try:
+        compiled_rule = None if rule is None else re.compile(rule)
+    except (re.error, TypeError) as exc:
+        raise KnowledgeError(f"{where} ({rule_id}): `rule` must be a regular expression: {exc}") from None
+    return CounterRule(rule_id, tuple(sections), list(patterns), entry, [_glob(p) for p in patterns], compiled_rule)
 
 
 def _merge(base: JSON, document: JSON, source: str) -> None:

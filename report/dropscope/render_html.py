@@ -6,6 +6,9 @@ findings) is rendered here with Jinja2's autoescape; the hosts are embedded once
 `<script type="application/json">` block (every `<`, `>` and `&` written as \\u escapes) and the
 script draws only the visible rows of the host table and the one host that is opened, with
 textContent (never innerHTML), so 10,000 hosts stay a small DOM.
+
+It reads the built report only (dropscope.build, the same document as report.json): which counters are
+highlighted as drops is the knowledge base's mark (`drop_counters`), never a decision of the page.
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
 from dropscope import __version__
-from dropscope.findings import DROP_RULE
-from dropscope.knowledge_base import KnowledgeBase, default_knowledge
-from dropscope.model import JSON, Run, host_drop_total, is_drop_counter, rule_texts
+from dropscope.build import counter_items, host_drop_total
+from dropscope.formatting import format_count, format_rate, format_seconds
+from dropscope.load import JSON
 
 MATRIX_REASONS = 12  # reason columns in the host × reason heat-map; the rest are summed in "other"
 TOP_FLEET_ROWS = 10  # rows in the fleet's top reasons / top locations
@@ -49,37 +51,6 @@ def csp_hash(script: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
-def format_count(value: int | float | None) -> str:
-    """1234567 → "1,234,567"; None → "–"."""
-    if value is None:
-        return "–"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
-    return f"{int(value):,}"
-
-
-def format_rate(value: float | None) -> str:
-    """A per-second rate with sensible precision."""
-    if value is None:
-        return "–"
-    if value == 0:
-        return "0"
-    if value < 0.01:
-        return "<0.01"
-    if value < 10:
-        return f"{value:.2f}"
-    if value < 100:
-        return f"{value:.1f}"
-    return f"{value:,.0f}"
-
-
-def format_seconds(value: float | None) -> str:
-    """Seconds for display: 5.1 → "5.1 s"."""
-    if value is None:
-        return "–"
-    return f"{value:,.1f} s" if value < 100 else f"{value:,.0f} s"
-
-
 def bar_style(count: int, maximum: int) -> str:
     """Inline style for a horizontal bar of count / maximum."""
     width = 0 if maximum <= 0 else max(1.0, 100 * count / maximum)
@@ -94,38 +65,24 @@ def embed_json(data: Any) -> Markup:
     return Markup(text)  # noqa: S704 (escaped above: the only markup-significant characters are gone)
 
 
-def _rate(delta: int, interval_s: float | None) -> float | None:
-    return round(delta / interval_s, 3) if interval_s else None
+def _counter_rows(host: JSON) -> dict[str, list]:
+    """Per section, rows [object, counter, delta, rate, gauge, drop, signal, detail] of the host's counters.
 
-
-def _counter_rows(
-    section: str, counters: Mapping[str, Any], interval_s: float | None, texts: Mapping[str, str]
-) -> list:
-    """Rows [object, counter, delta, rate, gauge, drop, signal, detail] of one counters section."""
-    rows = []
-
-    def add(obj: str | None, counter: str, value: int) -> None:
-        gauge = section == "qdiscs" and counter.endswith("_now")
-        rule_drops = section == "firewall" and bool(DROP_RULE.search(texts.get(obj or "", "")))
-        if section == "sockets":
-            drop = True
-        elif section == "firewall":
-            drop = counter == "packets" and rule_drops
-        else:
-            drop = not gauge and counter != "overlimits" and is_drop_counter(counter)
-        signal = drop or gauge or counter == "overlimits" or rule_drops
-        detail = texts.get(obj or "") if section == "firewall" else None
-        rows.append([obj, counter, value, None if gauge else _rate(value, interval_s), gauge, drop, signal, detail])
-
-    if section in ("protocols", "softnet"):
-        for counter, value in counters.items():
-            if value:
-                add(None, counter, value)
-    else:
-        for obj, values in counters.items():
-            for counter, value in values.items():
-                add(obj, counter, value)
-    rows.sort(key=lambda row: (not row[5], row[4], -row[2]))
+    `drop` is the knowledge base's mark from report.json (`drop_counters`); `signal` rows (drops, qdisc
+    levels, and the other counters of a qdisc or firewall rule that drops) go to the section's table.
+    """
+    rules = host.get("firewall_rules") or {}
+    marks = host.get("drop_counters") or {}
+    rows: dict[str, list] = {section: [] for section in SECTION_TITLES}
+    for section, obj, counter, delta, rate, key in counter_items(host, levels=True):
+        gauge = counter.endswith("_now")
+        drop = key is not None
+        dropping_object = section in ("qdiscs", "firewall") and obj in (marks.get(section) or {})
+        detail = rules.get(obj or "") if section == "firewall" else None
+        signal = drop or gauge or dropping_object
+        rows[section].append([obj, counter, delta, None if gauge else rate, gauge, drop, signal, detail])
+    for section_rows in rows.values():
+        section_rows.sort(key=lambda row: (not row[5], row[4], -row[2]))
     return rows
 
 
@@ -154,17 +111,6 @@ def _reason_counts(host: JSON) -> dict[str, int]:
     return counts
 
 
-def _knowledge_entry(finding: JSON, knowledge: KnowledgeBase) -> JSON | None:
-    """The knowledge behind a finding (meaning, causes, next) for the drill-down."""
-    entry = knowledge.reason(finding["reason"]) if finding.get("reason") else None
-    if entry is None and finding["key"].startswith("counter:"):
-        rule_id = finding["key"].removeprefix("counter:")
-        entry = next((rule.entry for rule in knowledge.counters if rule.id == rule_id), None)
-    if entry is None:
-        return None
-    return {name: entry.get(name) for name in ("meaning", "causes", "next") if entry.get(name)}
-
-
 class _StringTable:
     """Texts that repeat across hosts (titles, advice, knobs) stored once in the page, referred to by index."""
 
@@ -179,14 +125,11 @@ class _StringTable:
         return self._index[text]
 
 
-def _finding_view(finding: JSON, knowledge: KnowledgeBase, library: dict[str, Any], strings: _StringTable) -> JSON:
-    """A finding for the page; its knowledge text is stored once per key in LIBRARY, repeated texts in STRINGS."""
-    key = finding["key"]
-    if key not in library:
-        library[key] = _knowledge_entry(finding, knowledge)
+def _finding_view(finding: JSON, strings: _StringTable) -> JSON:
+    """A finding for the page (its knowledge text is in report.json's `knowledge`); repeated texts in STRINGS."""
     evidence = finding["evidence"]
     return {
-        "k": key,
+        "k": finding["key"],
         "t": strings(finding["title"]),
         "s": finding["severity"],
         "a": finding["attribution"],
@@ -206,23 +149,9 @@ def _finding_view(finding: JSON, knowledge: KnowledgeBase, library: dict[str, An
     }  # fmt: skip
 
 
-def build_view(
-    report: JSON,
-    run: Run | None = None,
-    *,
-    notes: list[list[str]] | None = None,
-    texts: list[dict[str, str]] | None = None,
-    warnings: list[str] | None = None,
-    knowledge: KnowledgeBase | None = None,
-) -> JSON:
-    """Everything the template shows, precomputed: the overview for Jinja2 and the data for the script."""
-    knowledge = knowledge or default_knowledge()
+def build_view(report: JSON) -> JSON:
+    """Everything the template shows, precomputed from the built report: the overview and the script's data."""
     fleet = report["fleet"]
-    if run is not None:
-        notes = [record.notes for record in run.hosts]
-        texts = [rule_texts(record) for record in run.hosts]
-        warnings = list(run.warnings)
-    notes, texts, warnings = notes or [], texts or [], warnings or []
     kernel_notes = _kernel_notes(report)
     with_other_rows = len(report["hosts"]) <= OTHER_ROWS_UP_TO_HOSTS
 
@@ -237,7 +166,6 @@ def build_view(
     columns = ranked_reasons[:MATRIX_REASONS]
     column_index = {reason: index for index, reason in enumerate(columns)}
 
-    library: dict[str, Any] = {}
     strings = _StringTable()
     rows, details = [], []
     for index, host in enumerate(report["hosts"]):
@@ -250,12 +178,8 @@ def build_view(
                 cells[column_index[reason]] = count
             else:
                 other += count
-        host_texts = texts[index] if index < len(texts) else {}
         sections, other_rows, drop_rows = [], [], []
-        for section in SECTION_TITLES:
-            section_rows = _counter_rows(
-                section, host["counters"].get(section) or {}, host.get("interval_s"), host_texts
-            )
+        for section, section_rows in _counter_rows(host).items():
             signal = [row for row in section_rows if row[6]]
             other_rows += [[section, *row] for row in section_rows if not row[6]]
             drop_rows += [row for row in signal if row[5]]
@@ -286,7 +210,7 @@ def build_view(
                       for d in (capture or {}).get("drops") or []],
             "ladder": [[rung["backend"], rung["available"], rung["reason"]]
                        for rung in (host.get("capabilities") or {}).get("ladder") or []],
-            "findings": [_finding_view(f, knowledge, library, strings) for f in findings],
+            "findings": [_finding_view(f, strings) for f in findings],
             "sections": sections,
             "other": other_rows if with_other_rows else None,
             "other_count": len(other_rows),
@@ -294,7 +218,7 @@ def build_view(
             "appeared": {k: v for k, v in (host.get("appeared") or {}).items() if v},
             "vanished": {k: v for k, v in (host.get("vanished") or {}).items() if v},
             "kernel_note": note,
-            "notes": notes[index] if index < len(notes) else [],
+            "notes": host.get("notes") or [],
         })  # fmt: skip
 
     order = sorted(
@@ -334,14 +258,14 @@ def build_view(
         "other_column": len(ranked_reasons) > MATRIX_REASONS,
         "problems": [(row, errors.get(row["i"])) for row in problems[:PROBLEMS_SHOWN]],
         "problem_count": len(problems),
-        "warnings": warnings,
+        "warnings": report.get("warnings") or [],
         "data": {
             "columns": columns,
             "other_column": len(ranked_reasons) > MATRIX_REASONS,
             "cell_max": cell_max,
             "hosts": hosts_sorted,
             "details": details,
-            "knowledge": library,
+            "knowledge": (report.get("knowledge") or {}).get("findings") or {},
             "strings": strings.strings,
         },
     }
@@ -364,19 +288,6 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_html(
-    report: JSON,
-    run: Run | None = None,
-    *,
-    notes: list[list[str]] | None = None,
-    texts: list[dict[str, str]] | None = None,
-    warnings: list[str] | None = None,
-    knowledge: KnowledgeBase | None = None,
-) -> str:
-    """The report page for a report.json document.
-
-    `run` (a loaded run) or `notes`/`texts`/`warnings` (from a streamed build) add per-host collection
-    notes, firewall rule texts and run warnings.
-    """
-    view = build_view(report, run, notes=notes, texts=texts, warnings=warnings, knowledge=knowledge)
-    return _environment().get_template("report.html.j2").render(view=view)
+def render_html(report: JSON) -> str:
+    """The report page for a built report (dropscope.build.build_report; the same document as report.json)."""
+    return _environment().get_template("report.html.j2").render(view=build_view(report))

@@ -1,84 +1,41 @@
-"""`dropscope report RUN_DIR`: write report.json and report.html for a run directory."""
+"""`dropscope report RUN_DIR`: write report.json (the built report, as JSON) and report.html."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from dropscope.knowledge_base import KnowledgeBase, KnowledgeError, default_knowledge, load_knowledge
-from dropscope.model import RunError, build_report_streaming
+from dropscope.build import build_report
+from dropscope.commands import add_command, knowledge_from, run_guarded, write_atomically
+from dropscope.knowledge_base import KnowledgeBase, KnowledgeError
+from dropscope.load import JSON, RunError
 from dropscope.render_html import render_html
 
+SUMMARY = "write report.json and report.html for a run directory"
 EXIT_FATAL = 2
 INDENTED_UP_TO_HOSTS = 1_000
 
 
 def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the `report` sub-command."""
-    parser = subparsers.add_parser(
-        "report",
-        help="write report.json and report.html for a run directory",
-        description="Read RUN_DIR/manifest.json and RUN_DIR/hosts/*.json; write report.json and report.html.",
-    )
+    parser = add_command(subparsers, "report", run_report, SUMMARY, __doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory (runs/<RUN_ID>)")
     parser.add_argument(
         "--output-dir", metavar="DIR", type=Path, default=None, help="write the reports here instead of RUN_DIR"
     )
-    add_knowledge_argument(parser)
-    parser.set_defaults(func=run_report)
     return parser
 
 
-def add_knowledge_argument(parser: argparse.ArgumentParser) -> None:
-    """`--knowledge FILE`: a YAML file that overrides or extends the shipped knowledge base."""
-    parser.add_argument(
-        "--knowledge",
-        metavar="FILE",
-        type=Path,
-        default=None,
-        help="YAML file overriding or extending the knowledge base (reasons, counters, severity thresholds)",
-    )
-
-
-def knowledge_from(args: argparse.Namespace) -> KnowledgeBase:
-    """The knowledge base for a command's arguments (raises KnowledgeError for a bad user file)."""
-    path = getattr(args, "knowledge", None)
-    return load_knowledge(path) if path is not None else default_knowledge()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: Path, text: str | Iterable[str]) -> None:
-    """Write text (or its chunks) to path via a temporary file in the same directory and os.replace.
-
-    Readers never see half a file.
-    """
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            if isinstance(text, str):
-                handle.write(text)
-            else:
-                handle.writelines(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+def json_chunks(report: JSON) -> Iterable[str]:
+    """report.json's text in chunks: small runs indented for people, large ones compact (the same JSON)."""
+    indent = 1 if len(report["hosts"]) <= INDENTED_UP_TO_HOSTS else None
+    encoder = json.JSONEncoder(indent=indent, ensure_ascii=False, separators=None if indent else (",", ":"))
+    yield from encoder.iterencode(report)
+    yield "\n"
 
 
 def write_reports(
@@ -88,45 +45,34 @@ def write_reports(
 
     Host files are read one at a time (only each host's report parts are kept), so large fleets fit.
     """
-    knowledge = knowledge or default_knowledge()
     # The report is a large tree of small objects that all live until the end: the cyclic garbage collector
     # would walk it again and again (super-linear time) and find nothing to free.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        built = build_report_streaming(run_dir, knowledge)
+        report = build_report(run_dir, knowledge)
         target = output_dir if output_dir is not None else run_dir
         target.mkdir(parents=True, exist_ok=True)
         json_path, html_path = target / "report.json", target / "report.html"
-        # Small runs are indented for people; large ones compact (same JSON), written in chunks.
-        indent = 1 if len(built.report["hosts"]) <= INDENTED_UP_TO_HOSTS else None
-        encoder = json.JSONEncoder(indent=indent, ensure_ascii=False, separators=None if indent else (",", ":"))
-        write_atomically(json_path, _with_newline(encoder.iterencode(built.report)))
-        html = render_html(
-            built.report, notes=built.notes, texts=built.rule_texts, warnings=built.warnings, knowledge=knowledge
-        )
-        write_atomically(html_path, html)
-        return json_path, html_path, built.warnings
+        write_atomically(json_path, json_chunks(report))
+        write_atomically(html_path, render_html(report))
+        return json_path, html_path, report["warnings"]
     finally:
         if collecting:
             gc.enable()
 
 
-def _with_newline(chunks: Iterable[str]) -> Iterable[str]:
-    yield from chunks
-    yield "\n"
-
-
 def run_report(args: argparse.Namespace) -> int:
     """Entry point of `dropscope report`; 0 on success, 2 on a fatal error."""
-    try:
-        json_path, html_path, warnings = write_reports(args.run_dir, args.output_dir, knowledge_from(args))
-    except (RunError, KnowledgeError) as exc:
-        print(f"dropscope report: {exc}", file=sys.stderr)
+    written = run_guarded(
+        "report",
+        "the report",
+        lambda: write_reports(args.run_dir, args.output_dir, knowledge_from(args)),
+        (RunError, KnowledgeError),
+    )
+    if written is None:
         return EXIT_FATAL
-    except OSError as exc:
-        print(f"dropscope report: cannot write the report: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+    json_path, html_path, warnings = written
     for warning in warnings:
         print(f"dropscope report: warning: {warning}", file=sys.stderr)
     print(json_path)

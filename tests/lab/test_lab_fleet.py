@@ -1,23 +1,25 @@
-"""`dropscope lab` on a real fleet: namespaces, sshd, exact drop counts, complete tear-down (root only)."""
+"""The lab (`tests/support/lab`) on a real fleet: namespaces, sshd, exact drop counts, complete tear-down (root only).
+
+Besides the lab3 fixture's lab, these tests build labs of their own in 198.18.2.0/24, 198.18.3.0/24 and
+198.18.4.0/24 (names dsdown, dsfail, dsstate): one test run at a time on a machine.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import LAB3_NAME, LAB3_SUBNET, run_lab
 
 pytestmark = pytest.mark.lab
-
-LAB3_NAME = "dstest"  # as built by the lab3 fixture (tests/conftest.py)
-LAB3_SUBNET = "198.18.1.0/24"
 
 SSH = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
        "-o", "ConnectTimeout=5"]
@@ -30,14 +32,6 @@ def _needs_lab_machine() -> None:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-def run_dropscope(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "dropscope", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dropscope {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
-    return proc
-
 
 def netns_run(netns: str, *argv: str) -> str:
     return subprocess.run(["ip", "netns", "exec", netns, *argv], check=True, capture_output=True, text=True,
@@ -82,7 +76,7 @@ def root_qdisc(netns: str, dev: str = "eth0") -> dict[str, Any] | None:
 
 
 def inject(*args: str, name: str = LAB3_NAME) -> dict[str, Any]:
-    out = run_dropscope("lab", "inject", *args, "--name", name).stdout
+    out = run_lab("inject", *args, "--name", name).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -120,14 +114,19 @@ def ssh_hostname(key: str, address: str, *extra: str) -> subprocess.CompletedPro
 
 # ---------------------------------------------------------------------------------------- the fleet
 
+def _lab3_address(octet: int) -> str:
+    """The address ending in .OCTET of the lab3 fixture's subnet (hosts hN get .(10+N), the bridge .1)."""
+    return str(ipaddress.IPv4Network(LAB3_SUBNET)[octet])
+
+
 def test_lab_json_and_inventory(lab3):
     assert lab3["name"] == LAB3_NAME and lab3["subnet"] == LAB3_SUBNET
     assert list(lab3["hosts"]) == ["h1", "h2", "h3"]
     for i, (name, host) in enumerate(lab3["hosts"].items(), start=1):
-        assert host == {"name": name, "netns": f"{LAB3_NAME}-h{i}", "address": f"198.18.1.{10 + i}",
+        assert host == {"name": name, "netns": f"{LAB3_NAME}-h{i}", "address": _lab3_address(10 + i),
                         "veth": f"{LAB3_NAME}-h{i}", "mac": host["mac"]}
     text = Path(lab3["inventory"]).read_text()
-    assert "[lab]\nh1 ansible_host=198.18.1.11\nh2 ansible_host=198.18.1.12\nh3 ansible_host=198.18.1.13\n" in text
+    assert "[lab]\n" + "".join(f"h{i} ansible_host={_lab3_address(10 + i)}\n" for i in (1, 2, 3)) in text
     key = Path(lab3["state_dir"]) / "id_ed25519"
     for line in ("[lab:vars]", "ansible_user=root", "ansible_python_interpreter=/usr/bin/python3",
                  f"ansible_ssh_private_key_file={key}",
@@ -151,13 +150,13 @@ def test_hosts_are_isolated_and_quiet(lab3):
     h1 = lab3["hosts"]["h1"]
     assert netns_run(h1["netns"], "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6").strip() == "1"
     neigh = netns_run(h1["netns"], "ip", "neigh", "show", "dev", "eth0")
-    for address in ("198.18.1.1", "198.18.1.12", "198.18.1.13"):
+    for address in (_lab3_address(1), _lab3_address(12), _lab3_address(13)):
         assert f"{address} lladdr" in neigh and "PERMANENT" in neigh.split(address)[1].splitlines()[0]
 
 
 def test_up_twice_refuses_and_keeps_the_lab(lab3):
     for subnet in (LAB3_SUBNET, "198.18.9.0/24"):
-        proc = run_dropscope("lab", "up", "--hosts", "3", "--name", LAB3_NAME, "--subnet", subnet, check=False)
+        proc = run_lab("up", "--hosts", "3", "--name", LAB3_NAME, "--subnet", subnet, check=False)
         assert proc.returncode != 0
         assert "already exists" in proc.stderr and proc.stdout == ""
     h2 = lab3["hosts"]["h2"]
@@ -166,9 +165,9 @@ def test_up_twice_refuses_and_keeps_the_lab(lab3):
 
 
 def test_up_refuses_a_subnet_in_use_or_outside_the_lab_range(lab3):
-    proc = run_dropscope("lab", "up", "--hosts", "1", "--name", "dsother", "--subnet", LAB3_SUBNET, check=False)
+    proc = run_lab("up", "--hosts", "1", "--name", "dsother", "--subnet", LAB3_SUBNET, check=False)
     assert proc.returncode != 0 and "overlaps" in proc.stderr
-    proc = run_dropscope("lab", "up", "--hosts", "1", "--name", "dsother", "--subnet", "10.99.0.0/24", check=False)
+    proc = run_lab("up", "--hosts", "1", "--name", "dsother", "--subnet", "10.99.0.0/24", check=False)
     assert proc.returncode != 0 and "outside 198.18.0.0/15" in proc.stderr
     assert not Path("/run/dropscope-lab/dsother").exists()
 
@@ -224,7 +223,7 @@ def test_udp_rcvbuf_counts_exactly(lab3):
     assert snmp(netns)["Udp.RcvbufErrors"] - after["Udp.RcvbufErrors"] == 150
     assert udp_socket_drops(netns, 9100) == drops + 150
     cleared = inject("clear", "--host", "h3")
-    assert f"lab_traffic pid {pid}" in cleared["removed"]
+    assert f"traffic pid {pid}" in cleared["removed"]
     assert udp_socket_drops(netns, 9100) is None
     assert not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes()
 
@@ -247,9 +246,9 @@ def test_qdisc_tx_drops_are_reported(lab3):
 def test_inject_refuses_bad_requests(lab3):
     for args in (["udp-noport", "--host", "h9"], ["udp-firewall", "--host", "h1", "--packets", "1000000"],
                  ["udp-noport", "--host", "h1", "--port", "70000"]):
-        proc = run_dropscope("lab", "inject", *args, "--name", LAB3_NAME, check=False)
+        proc = run_lab("inject", *args, "--name", LAB3_NAME, check=False)
         assert proc.returncode != 0 and proc.stdout == "", args
-    proc = run_dropscope("lab", "inject", "clear", "--host", "h1", "--name", "dsnolab", check=False)
+    proc = run_lab("inject", "clear", "--host", "h1", "--name", "dsnolab", check=False)
     assert proc.returncode != 0 and "no lab" in proc.stderr
 
 
@@ -258,8 +257,8 @@ def test_inject_refuses_bad_requests(lab3):
 def test_down_removes_everything_even_with_ssh_masters_and_receivers():
     name = "dsdown"
     tmp_path = tempfile.mkdtemp(prefix="dscp", dir="/tmp")  # short: ControlPath is a unix socket
-    run_dropscope("lab", "down", "--name", name)
-    inventory = Path(run_dropscope("lab", "up", "--hosts", "2", "--name", name, "--subnet", "198.18.2.0/24")
+    run_lab("down", "--name", name)
+    inventory = Path(run_lab("up", "--hosts", "2", "--name", name, "--subnet", "198.18.2.0/24")
                      .stdout.strip())
     lab = json.loads((inventory.parent / "lab.json").read_text())
     try:
@@ -270,20 +269,20 @@ def test_down_removes_everything_even_with_ssh_masters_and_receivers():
         assert masters
         receiver = inject("udp-rcvbuf", "--host", "h2", "--packets", "10", name=name)["receiver_pid"]
         assert lab_traces(name, lab["state_dir"])
-        down = run_dropscope("lab", "down", "--name", name)
+        down = run_lab("down", "--name", name)
         assert "down in" in down.stderr
         assert lab_traces(name, lab["state_dir"]) == []
         alive = live_pids()
         assert not [pid for pid in [*masters, receiver] if pid in alive]
-        assert run_dropscope("lab", "down", "--name", name).returncode == 0  # idempotent
+        assert run_lab("down", "--name", name).returncode == 0  # idempotent
     finally:
-        run_dropscope("lab", "down", "--name", name, check=False)
+        run_lab("down", "--name", name, check=False)
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_down_cleans_a_half_built_lab_without_state():
     name = "dshalf"
-    run_dropscope("lab", "down", "--name", name)
+    run_lab("down", "--name", name)
     cmds = [["ip", "netns", "add", f"{name}-h1"], ["ip", "netns", "add", f"{name}-h2"],
             ["ip", "link", "add", f"{name}-br", "type", "bridge"],
             ["ip", "link", "add", f"{name}-h1", "type", "veth", "peer", "name", "eth0", "netns", f"{name}-h1"]]
@@ -292,48 +291,48 @@ def test_down_cleans_a_half_built_lab_without_state():
         for cmd in cmds:
             subprocess.run(cmd, check=True)
         sleeper = subprocess.Popen(["ip", "netns", "exec", f"{name}-h2", "sleep", "60"])
-        run_dropscope("lab", "down", "--name", name)
+        run_lab("down", "--name", name)
         assert sleeper.wait(timeout=5) == -signal.SIGKILL
         assert lab_traces(name, f"/run/dropscope-lab/{name}") == []
     finally:
         if sleeper and sleeper.poll() is None:
             sleeper.kill()
-        run_dropscope("lab", "down", "--name", name, check=False)
+        run_lab("down", "--name", name, check=False)
 
 
 def test_failed_up_tears_down_what_it_built(monkeypatch, capsys):
-    from dropscope.cli import build_parser
-    from dropscope.lab import fleet
-    from dropscope.lab.model import LabError
+    from dropscope_lab import fleet
+    from dropscope_lab.cli import build_parser
+    from dropscope_lab.model import LabError
 
     def broken(lab, timeout):
         raise LabError("simulated sshd failure")
 
     monkeypatch.setattr(fleet, "_wait_for_ssh", broken)
     name = "dsfail"
-    args = build_parser().parse_args(["lab", "up", "--hosts", "2", "--name", name, "--subnet", "198.18.3.0/24"])
+    args = build_parser().parse_args(["up", "--hosts", "2", "--name", name, "--subnet", "198.18.3.0/24"])
     try:
         assert args.func(args) == 1
         assert "simulated sshd failure" in capsys.readouterr().err
         assert lab_traces(name, f"/run/dropscope-lab/{name}") == []
     finally:
-        run_dropscope("lab", "down", "--name", name, check=False)
+        run_lab("down", "--name", name, check=False)
 
 
 def test_custom_state_dir_is_found_by_inject_and_down():
     name = "dsstate"
     base = tempfile.mkdtemp(prefix="dsstate", dir="/tmp")
     state = f"{base}/lab"
-    run_dropscope("lab", "down", "--name", name)
+    run_lab("down", "--name", name)
     try:
-        up = run_dropscope("lab", "up", "--hosts", "1", "--name", name, "--subnet", "198.18.4.0/24",
+        up = run_lab("up", "--hosts", "1", "--name", name, "--subnet", "198.18.4.0/24",
                            "--state-dir", state)
         assert up.stdout.strip() == f"{state}/inventory.ini"
         assert inject("udp-noport", "--host", "h1", "--packets", "5", name=name)["sent"] == 5
-        run_dropscope("lab", "down", "--name", name)
+        run_lab("down", "--name", name)
         assert lab_traces(name, state) == []
         assert not Path(f"/run/dropscope-lab/{name}.state-dir").exists()
         assert Path(base).is_dir()  # only the state dir itself goes
     finally:
-        run_dropscope("lab", "down", "--name", name, "--state-dir", state, check=False)
+        run_lab("down", "--name", name, "--state-dir", state, check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from dropscope import lab_traffic
-from dropscope.lab.model import Lab, LabError, check_name, check_state_dir, check_subnet, mac_for
+from dropscope_lab import traffic
+from dropscope_lab.model import Lab, LabError, check_name, check_state_dir, check_subnet, mac_for
 
 
 def test_names_fit_interface_names():
@@ -56,18 +56,18 @@ def test_traffic_goes_only_to_lab_addresses_or_loopback(monkeypatch):
     monkeypatch.setattr(socket.socket, "sendto", no_send)
     for dst in ("8.8.8.8", "10.0.0.1", "198.20.0.1", "0.0.0.0"):
         with pytest.raises(ValueError):
-            lab_traffic.send_udp(dst, 9, 1)
-    for count, timeout in ((0, 1.0), (lab_traffic.MAX_PACKETS + 1, 1.0), (1, 0.0), (1, 1e9)):
+            traffic.send_udp(dst, 9, 1)
+    for count, timeout in ((0, 1.0), (traffic.MAX_PACKETS + 1, 1.0), (1, 0.0), (1, 1e9)):
         with pytest.raises(ValueError):
-            lab_traffic.send_udp("198.18.0.11", 9, count, timeout=timeout)
-    assert lab_traffic.main(["send", "--dst", "1.1.1.1", "--port", "9", "--count", "1"]) == 2
+            traffic.send_udp("198.18.0.11", 9, count, timeout=timeout)
+    assert traffic.main(["send", "--dst", "1.1.1.1", "--port", "9", "--count", "1"]) == 2
 
 
 def test_loopback_traffic_is_counted_and_paced():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sent = lab_traffic.send_udp("127.0.0.1", rx.getsockname()[1], 120, size=100, timeout=5.0)
+        sent = traffic.send_udp("127.0.0.1", rx.getsockname()[1], 120, size=100, timeout=5.0)
         rx.settimeout(1.0)
         got = [rx.recv(2048) for _ in range(sent)]
     assert sent == 120 and len(got) == 120 and all(len(d) == 100 for d in got)

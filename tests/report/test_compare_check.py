@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dropscope.check import escape_label
-from dropscope.synthetic import drop, make_host, simple_host, write_run
+from dropscope_lab.synthetic import drop, make_host, simple_host, write_run
 
 HOSTILE = 'web"1\\x\nnext'
 
@@ -140,7 +140,7 @@ def test_check_exit_codes(runs: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_check_junit_has_one_test_case_per_host(runs: dict[str, Path], tmp_path: Path) -> None:
-    both = write_run(tmp_path / "both", _fleet(600, rcvbuf=300, down=True), run_id="nightly")
+    both = write_run(tmp_path / "nightly", _fleet(600, rcvbuf=300, down=True))  # the run id is the directory name
     _, junit, _ = _check(both, tmp_path)
     root = ET.parse(junit).getroot()
     assert root.tag == "testsuites"

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dropscope.model import RunError, build_report, load_run
+from dropscope.build import build_report
+from dropscope.load import RunError
 from dropscope.render_html import render_html
-from dropscope.synthetic import drop, make_capture, make_host, make_snapshot, simple_host, write_run
+from dropscope_lab.synthetic import drop, make_capture, make_host, make_snapshot, simple_host, write_run
 
 
 def _hosts() -> list[dict]:
@@ -23,7 +24,7 @@ def _hosts() -> list[dict]:
 @pytest.fixture
 def baseline(tmp_path: Path) -> dict:
     """The report of the same run with every host intact."""
-    return build_report(load_run(write_run(tmp_path / "good", _hosts())))
+    return build_report(write_run(tmp_path / "good", _hosts()))
 
 
 def _edit_json(edit: Callable[[dict], None]) -> Callable[[Path], None]:
@@ -115,8 +116,7 @@ def test_bad_host_file_fails_only_that_host(tmp_path: Path, baseline: dict, case
     run_dir = write_run(tmp_path / "run", _hosts())
     corrupt(run_dir / "hosts" / "h2.json")
 
-    run = load_run(run_dir)
-    report = build_report(run)
+    report = build_report(run_dir)
 
     h1, h2, h3 = report["hosts"]
     assert h2["host"] == "h2"
@@ -127,7 +127,7 @@ def test_bad_host_file_fails_only_that_host(tmp_path: Path, baseline: dict, case
     assert h3 == baseline["hosts"][2]
     assert (report["fleet"]["ok"], report["fleet"]["failed"]) == (2, 1)
     assert report["fleet"]["drops"] == 300 + 180
-    html = render_html(report, run)
+    html = render_html(report)
     assert "hosts/h2.json" in html and "NO_SOCKET" in html and "QDISC_DROP" in html
 
 
@@ -138,7 +138,7 @@ def test_file_outside_the_run_is_refused(tmp_path: Path, baseline: dict) -> None
     manifest["hosts"][1]["file"] = "../secret.json"
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
 
-    report = build_report(load_run(run_dir))
+    report = build_report(run_dir)
 
     assert report["hosts"][1]["status"] == "failed"
     assert report["hosts"][1]["error"] == "manifest.json: hosts[1] file '../secret.json' is outside the run"
@@ -149,13 +149,12 @@ def test_host_file_not_in_manifest_is_ignored_with_a_warning(tmp_path: Path, bas
     run_dir = write_run(tmp_path / "run", _hosts())
     (run_dir / "hosts" / "stray.json").write_text(json.dumps(simple_host("stray", [drop("XDP", "xdp", 9)])))
 
-    run = load_run(run_dir)
-    report = build_report(run)
+    report = build_report(run_dir)
 
-    assert run.warnings == ["hosts/stray.json is not listed in manifest.json and was ignored"]
+    assert report["warnings"] == ["hosts/stray.json is not listed in manifest.json and was ignored"]
     assert report["hosts"] == baseline["hosts"]
     assert report["fleet"] == baseline["fleet"]
-    assert "hosts/stray.json is not listed in manifest.json" in render_html(report, run)
+    assert "hosts/stray.json is not listed in manifest.json" in render_html(report)
 
 
 def test_partial_hosts_keep_what_they_have(tmp_path: Path) -> None:
@@ -168,11 +167,11 @@ def test_partial_hosts_keep_what_they_have(tmp_path: Path) -> None:
         make_host("gone", status="unreachable", error="ssh: connect to host gone port 22: Connection timed out"),
     ]
 
-    run = load_run(write_run(tmp_path / "run", hosts))
-    report = build_report(run)
+    report = build_report(write_run(tmp_path / "run", hosts))
 
     half, gone = report["hosts"]
-    assert half["status"] == "failed" and half["error"] == "drop_counters failed after the capture"
+    # run_record's error names the stage that did not succeed.
+    assert half["status"] == "failed" and half["error"] == "after: drop_counters failed after the capture"
     assert half["kernel"] == {"release": "6.18.44", "boot_id": before["system"]["boot_id"]}
     assert half["counters"] == {} and half["interval_s"] is None
     assert half["capture"]["drops"][0]["count"] == 12
@@ -180,7 +179,7 @@ def test_partial_hosts_keep_what_they_have(tmp_path: Path) -> None:
     assert gone == {
         "host": "gone",
         "status": "unreachable",
-        "error": "ssh: connect to host gone port 22: Connection timed out",
+        "error": "before: ssh: connect to host gone port 22: Connection timed out",
         "kernel": {"release": None, "boot_id": None},
         "interval_s": None,
         "capture": None,
@@ -189,10 +188,13 @@ def test_partial_hosts_keep_what_they_have(tmp_path: Path) -> None:
         "appeared": {"interfaces": [], "qdiscs": []},
         "vanished": {"interfaces": [], "qdiscs": []},
         "capabilities": None,
+        "notes": [],
+        "firewall_rules": {},
+        "drop_counters": {},
         "findings": [],
         "verdict": "unknown",
     }
-    html = render_html(report, run)
+    html = render_html(report)
     assert "Connection timed out" in html
 
 
@@ -201,11 +203,11 @@ def test_collection_errors_become_notes(tmp_path: Path) -> None:
     host["after"]["errors"] = [{"source": "ethtool -S eth0", "error": "Operation not supported"}]
     host["capture"]["other"] = {"count": 17, "groups": 4}
 
-    run = load_run(write_run(tmp_path / "run", [host]))
+    report = build_report(write_run(tmp_path / "run", [host]))
 
-    assert run.hosts[0].notes[0] == "after: ethtool -S eth0: Operation not supported"
-    assert "17 drops in 4 smaller groups" in run.hosts[0].notes[1]
-    assert "Operation not supported" in render_html(build_report(run), run)
+    assert report["hosts"][0]["notes"][0] == "after: ethtool -S eth0: Operation not supported"
+    assert "17 drops in 4 smaller groups" in report["hosts"][0]["notes"][1]
+    assert "Operation not supported" in render_html(report)
 
 
 def test_missing_manifest_is_fatal_and_names_the_file(tmp_path: Path) -> None:
@@ -213,7 +215,7 @@ def test_missing_manifest_is_fatal_and_names_the_file(tmp_path: Path) -> None:
     (run_dir / "manifest.json").unlink()
 
     with pytest.raises(RunError, match=r"manifest\.json: file is missing"):
-        load_run(run_dir)
+        build_report(run_dir)
 
 
 @pytest.mark.parametrize(
@@ -234,9 +236,9 @@ def test_corrupt_manifest_is_fatal(tmp_path: Path, content: str, message: str) -
     (run_dir / "manifest.json").write_text(content)
 
     with pytest.raises(RunError, match=message):
-        load_run(run_dir)
+        build_report(run_dir)
 
 
 def test_run_dir_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not a directory"):
-        load_run(tmp_path / "nope")
+        build_report(tmp_path / "nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from dropscope import report as report_command
-from dropscope.model import build_report, load_run
-from dropscope.synthetic import (
+from dropscope.build import build_report
+from dropscope_lab.synthetic import (
     advance,
     drop,
     make_host,
@@ -82,7 +83,7 @@ def _lab_like_run(run_dir: Path) -> Path:
 
 def test_report_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
     documented = DOC["report"]
-    report = build_report(load_run(_lab_like_run(tmp_path / "run")))
+    report = build_report(_lab_like_run(tmp_path / "run"))
 
     assert report.keys() == documented.keys()
     assert report["schema_version"] == 1
@@ -125,6 +126,9 @@ def test_report_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
         {"section": "interfaces", "name": "eth0", "counter": "tx_dropped", "before": 9, "after": 0}
     ]
     assert host["appeared"] == {"interfaces": ["veth9"], "qdiscs": []}
+    assert host["drop_counters"] == doc_host["drop_counters"]
+    assert host["firewall_rules"] == doc_host["firewall_rules"]
+    assert report["knowledge"]["sources"] == documented["knowledge"]["sources"]
     json.dumps(report, allow_nan=False)  # strict JSON
 
 
@@ -144,13 +148,17 @@ def test_synthetic_documents_follow_the_contract(tmp_path: Path) -> None:
     documents = synthetic_fleet(6, hosts_per_kernel=2, unreachable_every=3)
     assert documents[0]["capture"].keys() == DOC["capture"].keys()
     assert documents[0]["capture"]["drops"][0].keys() == DOC["capture"]["drops"][0].keys()
-    assert all(document.keys() == DOC["host"].keys() for document in documents)
+    # "capabilities" is optional: run_record writes it when the capture task returned the ladder.
+    assert all(document.keys() == DOC["host"].keys() for document in documents if document["status"] == "ok")
+    assert all(document.keys() == DOC["host"].keys() - {"capabilities"} for document in documents
+               if document["status"] != "ok")
     run_dir = write_run(tmp_path / "run", documents + [make_host("a/b c", status="unreachable", error="x")])
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest.keys() == DOC["manifest"].keys()
     assert manifest["hosts"][0].keys() == DOC["manifest"]["hosts"][0].keys()
-    assert manifest["hosts"][-1]["file"] == "hosts/a_b_c.json"
-    report = build_report(load_run(run_dir))
+    # run_record's safe name: a changed name gets a hash of the real one (no clash with a host called "a_b_c").
+    assert manifest["hosts"][-1]["file"] == "hosts/a_b_c-%s.json" % hashlib.sha256(b"a/b c").hexdigest()[:8]
+    report = build_report(run_dir)
     assert [host["status"] for host in report["hosts"]].count("unreachable") == 3
     assert report["fleet"]["failed"] == 0
 
@@ -161,9 +169,16 @@ def test_command_given_as_a_list_becomes_one_string(tmp_path: Path) -> None:
     manifest["command"] = ["ansible-playbook", "playbooks/diagnose-drops.yml", "-e", "note=two words"]
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
 
-    run = build_report(load_run(run_dir))["run"]
+    run = build_report(run_dir)["run"]
 
     assert run["command"] == "ansible-playbook playbooks/diagnose-drops.yml -e 'note=two words'"
+
+
+def test_the_report_reads_the_schema_version_the_collection_writes() -> None:
+    from ansible_collections.dropscope.drops.plugins.module_utils import run_record
+    from dropscope import load
+
+    assert load.SCHEMA_VERSION == run_record.SCHEMA_VERSION == DOC["report"]["schema_version"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,7 +196,7 @@ def test_report_command_writes_both_files_atomically(tmp_path: Path, capsys: pyt
 
     out = capsys.readouterr().out.split()
     assert out == [str(run_dir / "report.json"), str(run_dir / "report.html")]
-    assert json.loads((run_dir / "report.json").read_text()) == build_report(load_run(run_dir))
+    assert json.loads((run_dir / "report.json").read_text()) == build_report(run_dir)
     assert (run_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert sorted(path.name for path in run_dir.iterdir()) == ["hosts", "manifest.json", "report.html", "report.json"]
     umask = os.umask(0)

@@ -1,11 +1,19 @@
-"""Counter delta arithmetic of the report model, with exact numbers."""
+"""Counter delta arithmetic (dropscope.deltas), with exact numbers."""
 
 from __future__ import annotations
 
 import copy
 
-from dropscope.model import counter_deltas, snapshot_deltas, socket_key
-from dropscope.synthetic import advance, make_interface, make_qdisc, make_rule, make_snapshot, make_socket, veth_ethtool
+from dropscope.deltas import counter_deltas, snapshot_deltas, socket_key
+from dropscope_lab.synthetic import (
+    advance,
+    make_interface,
+    make_qdisc,
+    make_rule,
+    make_snapshot,
+    make_socket,
+    veth_ethtool,
+)
 
 
 def test_counter_deltas_keeps_only_growth_and_lists_resets() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dropscope.model import build_report, group_drops, load_run
-from dropscope.synthetic import drop, make_capture, make_host, make_snapshot, simple_host, write_run
+from dropscope.build import build_report, group_drops
+from dropscope_lab.synthetic import drop, make_capture, make_host, make_snapshot, simple_host, write_run
 
 KERNEL_A = "aaaaaaaa-0000-0000-0000-000000000001"
 KERNEL_B = "bbbbbbbb-0000-0000-0000-000000000002"
@@ -49,10 +49,11 @@ def test_hosts_sharing_a_kernel_are_counted_once(tmp_path: Path) -> None:
     unavailable = _host_on_kernel("old", KERNEL_B, [], events=0)
     unavailable["capture"] = make_capture(KERNEL_B, status="unavailable", reason="perf not installed")
     hosts.append(unavailable)
-    report = build_report(load_run(write_run(tmp_path / "run", hosts)))
+    report = build_report(write_run(tmp_path / "run", hosts))
     fleet = report["fleet"]
 
-    assert (fleet["hosts"], fleet["ok"], fleet["unreachable"], fleet["failed"]) == (7, 6, 1, 0)
+    # "old" is ok in its file but its capture did not run: the report makes it failed, never ok.
+    assert (fleet["hosts"], fleet["ok"], fleet["unreachable"], fleet["failed"]) == (7, 5, 1, 1)
     assert fleet["kernels"] == [
         {"boot_id": KERNEL_A, "hosts": ["c1", "c2", "c3"], "counted_from": "c2"},
         {"boot_id": KERNEL_B, "hosts": ["vm"], "counted_from": "vm"},
@@ -78,6 +79,8 @@ def test_hosts_sharing_a_kernel_are_counted_once(tmp_path: Path) -> None:
     }
     assert by_name["old"]["capture"]["status"] == "unavailable"
     assert by_name["old"]["capture"]["reason"] == "perf not installed"
+    assert (by_name["old"]["status"], by_name["old"]["error"]) == (
+        "failed", "capture failed: perf unavailable: perf not installed")
     assert by_name["down"]["capture"] is None
 
 
@@ -85,7 +88,7 @@ def test_tied_events_count_the_first_host(tmp_path: Path) -> None:
     drops = [drop("NO_SOCKET", "__udp4_lib_rcv", 40)]
     hosts = [_host_on_kernel(name, KERNEL_A, drops, events=40) for name in ("b", "a", "c")]
 
-    fleet = build_report(load_run(write_run(tmp_path / "run", hosts)))["fleet"]
+    fleet = build_report(write_run(tmp_path / "run", hosts))["fleet"]
 
     assert fleet["kernels"] == [{"boot_id": KERNEL_A, "hosts": ["b", "a", "c"], "counted_from": "b"}]
     assert fleet["drops"] == 40
@@ -97,7 +100,7 @@ def test_separate_kernels_add_up(tmp_path: Path) -> None:
         simple_host("h2", [drop("NO_SOCKET", "__udp4_lib_rcv", 25), drop("TCP_OLD_DATA", "tcp_data_queue", 2)]),
     ]
 
-    fleet = build_report(load_run(write_run(tmp_path / "run", hosts)))["fleet"]
+    fleet = build_report(write_run(tmp_path / "run", hosts))["fleet"]
 
     assert fleet["drops"] == 327
     assert fleet["reasons"] == [{"reason": "NO_SOCKET", "count": 325}, {"reason": "TCP_OLD_DATA", "count": 2}]

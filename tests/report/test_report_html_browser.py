@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dropscope.model import build_report, load_run
+from dropscope.build import build_report
 from dropscope.render_html import render_html
-from dropscope.synthetic import (
+from dropscope_lab.synthetic import (
     advance,
     drop,
     make_capture,
@@ -65,10 +65,9 @@ def report_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     (run_dir / "hosts" / "broken.json").write_text("{")  # stray file: a warning on the page
     truncated = run_dir / "hosts" / "broken.example.json"
     truncated.write_text(truncated.read_text()[:500])
-    run = load_run(run_dir)
-    report = build_report(run)
+    report = build_report(run_dir)
     path = run_dir / "report.html"
-    path.write_text(render_html(report, run), encoding="utf-8")
+    path.write_text(render_html(report), encoding="utf-8")
     return path, report
 
 
@@ -274,7 +273,7 @@ def test_fleet_verdict_first_and_findings_in_the_drill_down(page: Page, report_f
 def test_ten_thousand_hosts_load_and_filter_to_one(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The page for 10,000 hosts draws only a page of rows; filtering finds one host and opens it."""
     from dropscope.report import write_reports
-    from dropscope.synthetic import synthetic_fleet
+    from dropscope_lab.synthetic import synthetic_fleet
 
     run_dir = write_run(tmp_path_factory.mktemp("big") / "run", synthetic_fleet(10_000, seed=7, unreachable_every=97))
     _, html_path, _ = write_reports(run_dir)

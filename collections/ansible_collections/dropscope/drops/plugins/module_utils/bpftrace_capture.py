@@ -24,11 +24,12 @@ import signal
 import subprocess
 import time
 
-from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import protocol_name
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator
 
 # {netns} and {port} are replaced by integers (0 = no filter); nothing else is ever substituted.
-# netns: skb->dev is right for receive drops before socket lookup, skb->sk for OUTPUT drops (dev is
-# NULL), args->rx_sk for TCP after socket lookup (LAB.md). Ports are read from the IP header at
+# netns (checked on kernel 6.18): skb->dev is right for receive drops before socket lookup, skb->sk for
+# OUTPUT-chain drops (dev is NULL), args->rx_sk for TCP after socket lookup (only it is set then); the
+# current task's netns would be the sender's, wrong for receive drops. Ports are read from the IP header at
 # skb->head + skb->network_header (IPv4: header length from byte 0, protocol at byte 9; IPv6: next
 # header at byte 6, no extension headers followed).
 # Common to both programs: readiness and end markers, the packet's netns, and the exact netns filter.
@@ -74,8 +75,8 @@ PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
 }
 """
 
-# The rate guard's cheaper program (LAB.md: a map without port parsing kept 0.92-1.01 of throughput at
-# ~200k drops/s, with it 0.80-0.95): no packet-header reads, keyed by netns inode, reason, location and
+# The rate guard's cheaper program (measured at ~200k drops/s on kernel 6.18: a map without port parsing
+# kept 0.92-1.01 of throughput, with it 0.80-0.95): no packet-header reads, keyed by netns inode, reason, location and
 # protocol only. The netns filter stays an exact predicate; only {netns} is substituted (an integer).
 LEAN_PROGRAM = _PROLOGUE + r"""    @drops[$ns, args->reason, args->location, args->protocol] = count();
   }
@@ -204,27 +205,25 @@ class Kallsyms:
 
 
 def group_drops(entries, reasons, kallsyms, top=50, with_netns=False):
-    """Turn map entries into the capture's ``drops`` (largest first, at most `top`), ``other`` and events."""
-    groups = {}
+    """Turn map entries into the capture's ``events``, ``drops`` (largest first, at most `top`) and ``other``.
+
+    Entries are named (reason, function and offset, protocol, L4 protocol, port) and fed, with their
+    counts, to the collection's one grouper (``kfree_skb.DropAggregator``).
+    """
+    aggregator = DropAggregator(extra_fields=("l4", "port", "netns") if with_netns else ("l4", "port"))
     for entry in entries:
         location, offset = kallsyms.resolve(entry["address"])
         reason = reasons.get(entry["reason_id"]) or "REASON_%d" % entry["reason_id"]
         l4 = l4_name(entry["l4"])
-        port = entry["port"] if l4 in ("tcp", "udp") else None
-        key = (reason, location, offset or "", protocol_name(entry["protocol"]), l4 or "", port or 0,
-               entry["netns"] if with_netns else 0)
-        groups[key] = groups.get(key, 0) + entry["count"]
-    ordered = sorted(groups.items(), key=lambda item: (-item[1], item[0]))
-    drops = []
-    for (reason, location, offset, protocol, l4, port, netns), count in ordered[:top]:
-        drop = {"reason": reason, "location": location, "offset": offset or None, "protocol": protocol,
-                "l4": l4 or None, "port": port or None, "count": count}
-        if with_netns:
-            drop["netns"] = netns
-        drops.append(drop)
-    rest = ordered[top:]
-    return {"events": sum(groups.values()), "drops": drops,
-            "other": {"count": sum(count for _key, count in rest), "groups": len(rest)}}
+        port = (entry["port"] or None) if l4 in ("tcp", "udp") else None
+        extra = (l4, port, entry["netns"]) if with_netns else (l4, port)
+        aggregator.add(reason, location, offset, entry["protocol"], count=entry["count"], extra=extra)
+    return aggregator.result(top=top)
+
+
+def command(bpftrace, program="drops.bt"):
+    """The bpftrace argument list (JSON output, the program file)."""
+    return [bpftrace, "-f", "json", program]
 
 
 def _read_lines(fd, buffer, until, want_ready=False):
@@ -261,12 +260,12 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
     with open(program, "w") as handle:
         # Its own deadline: the guard's, so it never outlives the capture even with nobody left to stop it.
         handle.write(program_text(netns, port, lean=lean, deadline_s=max(1, int(guard.remaining()))))
-    capture["command"] = [bpftrace, "-f", "json", "drops.bt"]
-    env = dict(os.environ, BPFTRACE_MAP_KEYS_MAX=str(MAP_KEYS_MAX), LANG="C", LC_ALL="C")
+    capture["command"] = command(bpftrace)
     err_path = guard.path("bpftrace.err")
     lines = []
     with open(err_path, "wb") as err:
-        proc = guard.start([bpftrace, "-f", "json", program], stdout=subprocess.PIPE, stderr=err, env=env)
+        proc = guard.start(command(bpftrace, program), stdout=subprocess.PIPE, stderr=err,
+                           env_update={"BPFTRACE_MAP_KEYS_MAX": str(MAP_KEYS_MAX)})
         fd = proc.stdout.fileno()
         buffer = b""
         attach_started = time.monotonic()
@@ -308,11 +307,8 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         return capture
     if kallsyms_text is None:
         kallsyms_text = _read_file("/proc/kallsyms")
-    grouped = group_drops(parsed["entries"], reasons or {}, Kallsyms(kallsyms_text), top=top,
-                          with_netns=not netns)
-    capture["events"] = grouped["events"]
-    capture["drops"] = grouped["drops"]
-    capture["other"] = grouped["other"]
+    capture.update(group_drops(parsed["entries"], reasons or {}, Kallsyms(kallsyms_text), top=top,
+                               with_netns=not netns))
     # A full map silently drops new keys: the counts are then a lower bound.
     capture["truncated"] = bool(stopped) or len(parsed["entries"]) >= MAP_KEYS_MAX
     return capture

@@ -18,15 +18,17 @@ import re
 import socket
 import struct
 
-from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import parse_tracepoint_format
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
+    TRACEFS_ROOTS,
+    read_tracepoint_format,
+)
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import SCHEMA_VERSION
+from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import mounted_tracefs
 
-SCHEMA_VERSION = 1
 # Cheapest first (measured with benchmarks/capture_overhead.py, see README "Performance"): bpftrace
 # counts in the kernel and is exact per network namespace; perf writes ~100 bytes per event and post-
 # processes them; the tracefs reader formats and parses text on a second core; dropwatch needs NET_DM.
 BACKEND_ORDER = ("bpftrace", "perf", "tracefs", "dropwatch")
-TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-KFREE_SKB = "events/skb/kfree_skb/format"
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 DROPWATCH_MARKER = "share/dropscope/dropwatch.installed"
 
@@ -159,11 +161,7 @@ def _dropwatch_version(reader, path):
 
 
 def _tracefs(reader, mounts_text, filesystems_text):
-    mounted = None
-    for line in (mounts_text or "").splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[2] == "tracefs" and parts[1] in TRACEFS_ROOTS:
-            mounted = mounted or parts[1]
+    mounted = mounted_tracefs(mounts_text)
     info = {"mounted": mounted is not None, "path": mounted,
             "mountable": "tracefs" in (filesystems_text or ""), "instances": False}
     if mounted:
@@ -179,20 +177,10 @@ def collect_capabilities(reader, genl_family=query_genl_family, euid=None, kerne
     caps = {"schema_version": SCHEMA_VERSION, "kernel_release": kernel_release or os.uname()[2]}
     caps["tracefs"] = _tracefs(reader, _read(reader, "/proc/mounts"), _read(reader, "/proc/filesystems"))
 
-    tracepoint = {"present": False, "fields": [], "reason_names": 0, "format": None}
     roots = ([caps["tracefs"]["path"]] if caps["tracefs"]["path"] else []) + list(TRACEFS_ROOTS)
-    for root in roots:
-        text = _read(reader, os.path.join(root, KFREE_SKB))
-        if text is None:
-            continue
-        try:
-            parsed = parse_tracepoint_format(text)
-        except ValueError:
-            continue
-        tracepoint = {"present": True, "fields": [f for f in parsed["fields"] if f != "skbaddr"],
-                      "reason_names": len(parsed["reasons"]), "format": os.path.join(root, KFREE_SKB)}
-        break
-    caps["kfree_skb"] = tracepoint
+    path, parsed = read_tracepoint_format(reader.read_text, roots)
+    caps["kfree_skb"] = {"present": path is not None, "fields": [f for f in parsed["fields"] if f != "skbaddr"],
+                         "reason_names": len(parsed["reasons"]), "format": path}
 
     try:
         family = genl_family("NET_DM")

@@ -1,10 +1,21 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""drop_capture's logic: pick a backend (the capabilities ladder), plan the rate guard, run, say why.
+"""drop_capture's logic: one interface over the capture backends, one plan, then run or describe it.
 
-Every backend runs under a CaptureGuard (its own deadline; children, temporary files and the ftrace
-instance cleaned up on every exit path).
+- ``BACKENDS``: one object per backend (bpftrace, perf, tracefs, dropwatch), all with the same
+  methods: ``refusal`` (why it cannot run with these options on this host, beyond its rung of the
+  capabilities ladder), ``scope``, ``command`` (what it would run: check mode) and ``run`` (the real
+  capture, under the capture's one CaptureGuard). A new backend is a module that drives its tracer
+  and feeds ``kfree_skb.DropAggregator``, a class here and a rung in ``capabilities.BACKEND_ORDER``.
+- ``plan_capture``: the one place that decides which backends a capture tries, in which order, and
+  every refusal (the asked backend unavailable here, a port filter without bpftrace, netns=self with an
+  unknown namespace, tracefs not mountable, perf missing).
+- ``describe_capture`` (check mode) and ``run_capture`` (a real run) both follow that plan, so check
+  mode says exactly what a real run does, refusals included.
+
+Every real run is under one CaptureGuard (its own deadline; children, temporary files and the
+ftrace instance cleaned up on every exit path).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,26 +26,25 @@ import math
 import os
 import time
 
-from ansible_collections.dropscope.drops.plugins.module_utils.bpftrace_capture import run_bpftrace_capture
+from ansible_collections.dropscope.drops.plugins.module_utils import (
+    bpftrace_capture,
+    dropwatch_capture,
+    perf_capture,
+    tracefs_capture,
+)
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import BACKEND_ORDER
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
-from ansible_collections.dropscope.drops.plugins.module_utils.dropwatch_capture import run_dropwatch_capture
-from ansible_collections.dropscope.drops.plugins.module_utils.perf_capture import (
-    record_command,
-    run_perf_capture,
-)
-from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import (
-    ensure_tracefs,
-    find_tracefs,
-    mounted_tracefs,
-    probe_rate,
-    reason_filter,
-    run_tracefs_capture,
-)
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import SCHEMA_VERSION
 
-BACKENDS = ("auto",) + BACKEND_ORDER
+BACKEND_CHOICES = ("auto",) + BACKEND_ORDER
 DEFAULT_MAX_EVENT_RATE = 50000
 PROBE_S = 0.25
+
+PERF_MISSING = ("perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora), or run the playbook"
+                " with -e install_perf=true")
+PORT_NEEDS_BPFTRACE = "port filter needs the bpftrace backend (only it reads packet headers)"
+NETNS_UNKNOWN = "netns=self but the module's network namespace inode is unknown"
+TRACEFS_UNMOUNTABLE = "tracefs is not mounted and could not be mounted"
 
 
 LEAN_ACTION = ("bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header"
@@ -45,8 +55,8 @@ FULL_KEPT_ACTION = "bpftrace: full program kept (the port filter needs the packe
 def guard_plan(duration, stacks, max_event_rate, rate, backend=None, port=0):
     """What the rate guard does for a capture of `duration` s with `backend` at `rate` kfree_skb events/s.
 
-    Every backend pays a fixed cost per event while attached (here ~0.5 µs on the CPU that drops the
-    packet, LAB.md/README "Performance"). Above `max_event_rate` the guard turns stacks off, makes
+    Every backend pays a fixed cost per event while attached (measured on kernel 6.18: ~0.3-0.5 µs on
+    the CPU that drops the packet, see README "Performance"). Above `max_event_rate` the guard turns stacks off, makes
     bpftrace run its lean program (no packet-header parsing: the per-packet work that costs most;
     kept full when a `port` filter needs the headers) and captures a window of
     ``duration * max_event_rate / rate`` seconds (at least 1) instead of the whole duration, so the
@@ -83,7 +93,7 @@ def guard_plan(duration, stacks, max_event_rate, rate, backend=None, port=0):
 
 def new_capture(backend, duration, stacks, boot_id, netns_inode, reason_names):
     return {
-        "schema_version": 1, "backend": backend, "status": "ok", "reason": None, "scope": "kernel",
+        "schema_version": SCHEMA_VERSION, "backend": backend, "status": "ok", "reason": None, "scope": "kernel",
         "boot_id": boot_id, "netns_inode": netns_inode, "requested_duration_s": duration, "duration_s": 0.0,
         "started_wall": None, "stacks_requested": stacks, "command": [], "events": 0, "lost_events": 0,
         "truncated": False, "drops": [], "other": {"count": 0, "groups": 0}, "stacks": [],
@@ -91,170 +101,280 @@ def new_capture(backend, duration, stacks, boot_id, netns_inode, reason_names):
     }
 
 
-def candidates(backend, ladder):
-    """(backends to try in order, [why each skipped one was skipped]) for `backend` (auto or a name)."""
-    if backend != "auto":
-        return [backend], []
-    order, skipped = [], []
-    for rung in ladder:
-        if rung["available"]:
-            order.append(rung["backend"])
+# ------------------------------------------------------------------------------------------ backends
+
+class Backend:
+    """One capture backend. Subclasses set ``name`` and the flags, and implement ``command`` and ``run``."""
+
+    name = None
+    # Reads packet headers, so it can filter by destination port.
+    reads_headers = False
+    # Applies exclude_reasons in the kernel (the others leave those groups out of the result afterwards).
+    excludes_in_kernel = False
+
+    def refusal(self, plan, rung):
+        """``(status, reason)`` when this backend cannot capture as `plan` asks on this host, else None.
+
+        `rung` is this backend's rung of the capabilities ladder. The order of the checks is the order
+        of the reasons a user reads: an option it cannot honour, then the ladder, then the rest.
+        """
+        if plan.params["dport"] and not self.reads_headers:
+            return "failed", PORT_NEEDS_BPFTRACE
+        if rung is None or not rung["available"]:
+            return "unavailable", self.missing(plan.caps, rung)
+        return self.precondition(plan)
+
+    def missing(self, caps, rung):
+        """Why the rung is unavailable, as the capture says it."""
+        return rung["reason"] if rung else "%s is not in the capabilities ladder" % self.name
+
+    def precondition(self, plan):
+        """A refusal beyond the ladder (``(status, reason)``), or None."""
+        return None
+
+    def scope(self, params):
+        """``kernel`` (every network namespace of the kernel) or ``netns`` (only the module's own)."""
+        return "kernel"
+
+    def command(self, reader, plan, duration):
+        """The command it runs, as the capture reports it (check mode shows this)."""
+        raise NotImplementedError
+
+    def run(self, capture, guard, reader, plan, rate_guard):
+        """Capture for ``rate_guard["window_s"]`` seconds under `guard`; fills `capture`."""
+        raise NotImplementedError
+
+
+def _binary(reader, name):
+    return reader.find_bin(name) or name
+
+
+class BpftraceBackend(Backend):
+    name = "bpftrace"
+    reads_headers = True
+
+    def precondition(self, plan):
+        if plan.params["netns"] == "self" and not plan.system["netns_inode"]:
+            return "failed", NETNS_UNKNOWN
+        return None
+
+    def scope(self, params):
+        return "netns" if params["netns"] == "self" else "kernel"
+
+    def command(self, reader, plan, duration):
+        return bpftrace_capture.command(_binary(reader, "bpftrace"))
+
+    def run(self, capture, guard, reader, plan, rate_guard):
+        params = plan.params
+        bpftrace_capture.run_bpftrace_capture(
+            capture, guard, _binary(reader, "bpftrace"), rate_guard["window_s"],
+            netns=plan.system["netns_inode"] if params["netns"] == "self" else 0, port=params["dport"],
+            reasons=plan.reasons, top=params["top"], lean=rate_guard["bpftrace_program"] == "lean")
+
+
+class PerfBackend(Backend):
+    name = "perf"
+
+    def missing(self, caps, rung):
+        if caps["tools"]["perf"]["path"] is None:
+            return PERF_MISSING
+        return Backend.missing(self, caps, rung)
+
+    def command(self, reader, plan, duration):
+        return perf_capture.record_command(_binary(reader, "perf"), _binary(reader, "sleep"), "perf.data", duration,
+                                           plan.params["stacks"], plan.params["max_size_mb"])
+
+    def run(self, capture, guard, reader, plan, rate_guard):
+        params = plan.params
+        perf_capture.run_perf_capture(capture, guard, _binary(reader, "perf"), _binary(reader, "sleep"),
+                                      rate_guard["window_s"], stacks=rate_guard["stacks"], top=params["top"],
+                                      max_size_mb=params["max_size_mb"], reasons=plan.reasons)
+
+
+class TracefsBackend(Backend):
+    name = "tracefs"
+    excludes_in_kernel = True
+
+    def precondition(self, plan):
+        if plan.tracefs_root is None:
+            return "unavailable", TRACEFS_UNMOUNTABLE
+        return None
+
+    def command(self, reader, plan, duration):
+        return tracefs_capture.command(tracefs_capture.INSTANCE_PREFIX + "<random>")
+
+    def run(self, capture, guard, reader, plan, rate_guard):
+        names = dict((name, number) for number, name in plan.reasons.items())
+        exclude = [names[name] for name in plan.params["exclude_reasons"] if name in names]
+        tracefs_capture.run_tracefs_capture(capture, guard, plan.tracefs_root, rate_guard["window_s"],
+                                            reasons=plan.reasons, top=plan.params["top"],
+                                            event_filter=tracefs_capture.reason_filter(exclude))
+
+
+class DropwatchBackend(Backend):
+    name = "dropwatch"
+
+    def command(self, reader, plan, duration):
+        return dropwatch_capture.command(_binary(reader, "dropwatch"))
+
+    def run(self, capture, guard, reader, plan, rate_guard):
+        dropwatch_capture.run_dropwatch_capture(capture, guard, _binary(reader, "dropwatch"),
+                                                rate_guard["window_s"], top=plan.params["top"])
+
+
+# The registry: backend name -> its object.
+BACKENDS = dict((backend.name, backend)
+                for backend in (BpftraceBackend(), PerfBackend(), TracefsBackend(), DropwatchBackend()))
+
+
+# ------------------------------------------------------------------------------------------ the plan
+
+class CapturePlan:
+    """What a capture will do on this host, decided before anything runs (see ``plan_capture``).
+
+    ``order``: the backends a real run tries, in order (auto moves to the next when one fails).
+    ``skipped``: the rungs refused before anything runs, ``{"backend", "status", "reason"}``.
+    ``refusal``: ``{"backend", "status", "reason"}`` when nothing can run, else None.
+    """
+
+    def __init__(self, params, caps, system, reasons, tracefs_root):
+        self.params = params
+        self.caps = caps
+        self.system = system
+        self.reasons = reasons
+        self.tracefs_root = tracefs_root
+        self.order = []
+        self.skipped = []
+        self.refusal = None
+
+    @property
+    def backend(self):
+        """The backend a real run starts with, or the one refused (``none`` when auto found none)."""
+        return self.order[0] if self.order else self.refusal["backend"]
+
+
+def plan_capture(params, caps, system, reasons, tracefs_root):
+    """Decide which backends to try and every refusal, for check mode and a real run alike.
+
+    `params` are drop_capture's options, `caps` what ``capabilities.collect_capabilities`` read (its
+    ``ladder``), `system` ``snapshot.read_system``'s host identity, `reasons` the reason names
+    (``kfree_skb.read_reason_names``) and `tracefs_root` the usable tracefs directory or None.
+    """
+    plan = CapturePlan(params, caps, system, reasons, tracefs_root)
+    rungs = dict((rung["backend"], rung) for rung in caps["ladder"])
+    requested = params["backend"]
+    for name in (BACKEND_ORDER if requested == "auto" else (requested,)):
+        refused = BACKENDS[name].refusal(plan, rungs.get(name))
+        if refused:
+            plan.skipped.append({"backend": name, "status": refused[0], "reason": refused[1]})
         else:
-            skipped.append({"backend": rung["backend"], "status": "unavailable", "reason": rung["reason"]})
-    return order, skipped
+            plan.order.append(name)
+    if plan.order:
+        return plan
+    if requested == "auto":
+        plan.refusal = {"backend": "none", "status": "unavailable",
+                        "reason": "no capture backend works on this host: " + "; ".join(
+                            "%s: %s" % (skip["backend"], skip["reason"]) for skip in plan.skipped)}
+    else:
+        plan.refusal = dict(plan.skipped[0])
+    return plan
 
 
-def rung_reason(ladder, backend):
-    for rung in ladder:
-        if rung["backend"] == backend and not rung["available"]:
-            return rung["reason"]
-    return None
-
-
-class Host:
-    """What the capture needs from the module: commands, binaries and files (tests replace it)."""
-
-    def __init__(self, run_command, find_bin):
-        self.run = run_command
-        self.find_bin = find_bin
-
-    def read(self, path):
-        with open(path, "r", encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-
-
-def check_mode_command(backend, host, params):
-    """The command a capture would run (check mode)."""
-    if backend == "perf":
-        return record_command(host.find_bin("perf") or "perf", host.find_bin("sleep") or "sleep", "perf.data",
-                              params["duration"], params["stacks"], params["max_size_mb"])
-    if backend == "bpftrace":
-        return [host.find_bin("bpftrace") or "bpftrace", "-f", "json", "drops.bt"]
-    if backend == "dropwatch":
-        return [host.find_bin("dropwatch") or "dropwatch", "-l", "kas"]
-    return ["tracefs", "instances/dropscope-<random>", "events/skb/kfree_skb"]
-
-
-def _run_one(backend, capture, guard, host, params, plan, reasons, tracefs_root):
-    duration = plan["window_s"]
-    if backend == "perf":
-        perf, sleep = host.find_bin("perf"), host.find_bin("sleep")
-        # perf has its own guard (its temporary directory); its deadline stays inside ours.
-        run_perf_capture(capture, perf, sleep, duration, stacks=plan["stacks"], top=params["top"],
-                         max_size_mb=params["max_size_mb"], deadline_s=max(guard.remaining() - 1, duration + 5),
-                         reasons=reasons, tmp_root=params["tmpdir"])
-    elif backend == "bpftrace":
-        netns = capture["netns_inode"] if params["netns"] == "self" else 0
-        if params["netns"] == "self" and not netns:
-            capture["status"] = "failed"
-            capture["reason"] = "netns=self but the module's network namespace inode is unknown"
-            return capture
-        run_bpftrace_capture(capture, guard, host.find_bin("bpftrace"), duration, netns=netns or 0,
-                             port=params["port"] or 0, reasons=reasons, top=params["top"],
-                             lean=plan["bpftrace_program"] == "lean")
-        if params["netns"] == "self":
-            capture["scope"] = "netns"
-    elif backend == "tracefs":
-        if tracefs_root is None:
-            capture["status"] = "unavailable"
-            capture["reason"] = "tracefs is not mounted and could not be mounted"
-            return capture
-        names = dict((name, number) for number, name in reasons.items())
-        exclude = [names[name] for name in params["exclude_reasons"] if name in names]
-        run_tracefs_capture(capture, guard, tracefs_root, duration, reasons=reasons, top=params["top"],
-                            event_filter=reason_filter(exclude))
-    elif backend == "dropwatch":
-        run_dropwatch_capture(capture, guard, host.find_bin("dropwatch"), duration, top=params["top"])
+def _attempt(plan, name):
+    """A new capture dict for backend `name` as `plan` asks for it."""
+    params = plan.params
+    capture = new_capture(name, params["duration"], params["stacks"], plan.system["boot_id"],
+                          plan.system["netns_inode"], len(plan.reasons))
+    if name in BACKENDS:
+        capture["scope"] = BACKENDS[name].scope(params)
+    if name == "bpftrace" and params["dport"]:
+        capture["port_filter"] = params["dport"]
     return capture
+
+
+def _planned(plan):
+    """The capture dict before anything runs: the first backend, or the refusal with its reason."""
+    capture = _attempt(plan, plan.backend)
+    capture["auto"] = {"requested": plan.params["backend"], "chosen": None, "tried": list(plan.skipped)}
+    if plan.refusal:
+        capture["status"] = plan.refusal["status"]
+        capture["reason"] = plan.refusal["reason"]
+    return capture
+
+
+def _finish(capture, plan):
+    capture["auto"]["chosen"] = capture["backend"] if capture["status"] in ("ok", "check_mode") else None
+    capture["auto"]["why"] = _why(plan, capture)
+    return capture
+
+
+def _why(plan, capture):
+    if plan.params["backend"] != "auto":
+        return "backend %s was asked for" % plan.params["backend"]
+    parts = ["%s %s: %s" % (t["backend"], t["status"], t["reason"])
+             for t in capture["auto"]["tried"] if t["status"] != "ok"]
+    if capture["status"] in ("ok", "check_mode"):
+        parts.insert(0, "%s is the cheapest rung that works here" % capture["backend"])
+    return "; ".join(parts) or None
+
+
+def describe_capture(reader, plan):
+    """Check mode: the capture a real run would start (status ``check_mode`` and its command), or the
+    refusal a real run would return (status ``unavailable`` or ``failed`` with the same reason)."""
+    capture = _planned(plan)
+    if not plan.refusal:
+        capture["status"] = "check_mode"
+        capture["command"] = BACKENDS[plan.backend].command(reader, plan, plan.params["duration"])
+    return _finish(capture, plan)
+
+
+def run_capture(reader, plan):
+    """Run the capture `plan` decided on; returns the capture dict (docs/run-format.md).
+
+    Under one CaptureGuard: the rate guard's probe, then each backend of ``plan.order`` until one works
+    (auto) or the asked one has run.
+    """
+    capture = _planned(plan)
+    if plan.refusal:
+        return _finish(capture, plan)
+    params = plan.params
+    rate_guard = None
+    with CaptureGuard(deadline_s=params["timeout"] or params["duration"] + 60, tmp_root=params["tmpdir"]) as guard:
+        rate = None
+        if params["max_event_rate"] and plan.tracefs_root:
+            try:
+                rate, _name = tracefs_capture.probe_rate(guard, plan.tracefs_root, PROBE_S)
+            except (IOError, OSError):
+                rate = None
+        auto = capture["auto"]
+        for name in plan.order:
+            rate_guard = guard_plan(params["duration"], params["stacks"], params["max_event_rate"], rate,
+                                    backend=name, port=params["dport"])
+            capture = _attempt(plan, name)
+            capture["auto"] = auto
+            started = time.monotonic()
+            try:
+                BACKENDS[name].run(capture, guard, reader, plan, rate_guard)
+            except (IOError, OSError, ValueError) as exc:
+                capture["status"] = "failed"
+                capture["reason"] = "%s capture failed: %s" % (name, exc)
+            auto["tried"].append({"backend": name, "status": capture["status"], "reason": capture["reason"],
+                                  "seconds": round(time.monotonic() - started, 3)})
+            if capture["status"] == "ok" or guard.remaining() < params["duration"] + 5:
+                break
+    capture["guard"] = rate_guard
+    if rate_guard["active"]:
+        capture["truncated"] = capture["truncated"] or rate_guard["window_s"] < params["duration"]
+    _post_filter(capture, params)
+    return _finish(capture, plan)
 
 
 def _post_filter(capture, params):
     """Filters a backend could not apply in the kernel, applied to the groups (and said so)."""
-    if params["exclude_reasons"] and capture["backend"] != "tracefs":
+    if params["exclude_reasons"] and not BACKENDS[capture["backend"]].excludes_in_kernel:
         kept = [d for d in capture["drops"] if d["reason"] not in params["exclude_reasons"]]
         capture["events"] -= sum(d["count"] for d in capture["drops"]) - sum(d["count"] for d in kept)
         capture["drops"] = kept
-
-
-def run_capture(host, params, system, reasons, caps, tracefs_root):
-    """Run the capture asked for by `params`; returns the capture dict (docs/run-format.md)."""
-    ladder = caps["ladder"]
-    order, tried = candidates(params["backend"], ladder)
-    first = order[0] if order else (params["backend"] if params["backend"] != "auto" else "none")
-    capture = new_capture(first, params["duration"], params["stacks"], system["boot_id"], system["netns_inode"],
-                          len(reasons))
-    capture["auto"] = {"requested": params["backend"], "chosen": None, "tried": list(tried)}
-    if params["port"] and params["backend"] not in ("auto", "bpftrace"):
-        capture["status"] = "failed"
-        capture["reason"] = "port filter needs the bpftrace backend (only it reads packet headers)"
-        return capture
-    if not order:
-        capture["status"] = "unavailable"
-        capture["reason"] = "no capture backend works on this host: " + "; ".join(
-            "%s: %s" % (t["backend"], t["reason"]) for t in tried)
-        return capture
-    if params["backend"] != "auto":
-        reason = rung_reason(ladder, params["backend"])
-        if reason:
-            capture["status"] = "unavailable"
-            capture["reason"] = reason
-            capture["auto"]["tried"] = [{"backend": params["backend"], "status": "unavailable", "reason": reason}]
-            return capture
-    if params["port"]:
-        order = [b for b in order if b == "bpftrace"] or order[:0]
-        if not order:
-            capture["status"] = "unavailable"
-            capture["reason"] = "port filter needs the bpftrace backend, which is not available here"
-            return capture
-
-    deadline = params["timeout"] or params["duration"] + 60
-    with CaptureGuard(deadline_s=deadline, tmp_root=params["tmpdir"]) as guard:
-        rate = None
-        if params["max_event_rate"] and tracefs_root:
-            try:
-                rate, _name = probe_rate(guard, tracefs_root, PROBE_S)
-            except (IOError, OSError):
-                rate = None
-        plan = None
-        for backend in order:
-            plan = guard_plan(params["duration"], params["stacks"], params["max_event_rate"], rate,
-                              backend=backend, port=params["port"])
-            attempt = new_capture(backend, params["duration"], params["stacks"], system["boot_id"],
-                                  system["netns_inode"], len(reasons))
-            started = time.monotonic()
-            try:
-                _run_one(backend, attempt, guard, host, params, plan, reasons, tracefs_root)
-            except (IOError, OSError, ValueError) as exc:
-                attempt["status"] = "failed"
-                attempt["reason"] = "%s capture failed: %s" % (backend, exc)
-            attempt["auto"] = capture["auto"]
-            capture = attempt
-            capture["auto"]["tried"].append({"backend": backend, "status": capture["status"],
-                                             "reason": capture["reason"],
-                                             "seconds": round(time.monotonic() - started, 3)})
-            if capture["status"] == "ok" or params["backend"] != "auto":
-                break
-            if guard.remaining() < params["duration"] + 5:
-                break
-    capture["auto"]["chosen"] = capture["backend"] if capture["status"] == "ok" else None
-    capture["auto"]["why"] = _why(params, capture)
-    capture["guard"] = plan
-    if plan["active"]:
-        capture["truncated"] = capture["truncated"] or plan["window_s"] < params["duration"]
-    _post_filter(capture, params)
-    if capture["backend"] == "bpftrace" and params["port"]:
-        capture["port_filter"] = params["port"]
-    return capture
-
-
-def _why(params, capture):
-    if params["backend"] != "auto":
-        return "backend %s was asked for" % params["backend"]
-    parts = ["%s %s: %s" % (t["backend"], t["status"], t["reason"])
-             for t in capture["auto"]["tried"] if t["status"] != "ok"]
-    if capture["status"] == "ok":
-        parts.insert(0, "%s is the cheapest rung that works here" % capture["backend"])
-    return "; ".join(parts) or None
 
 
 def check_params(params):
@@ -269,8 +389,8 @@ def check_params(params):
         return "timeout (%d s) must be longer than duration (%d s)" % (params["timeout"], params["duration"])
     if params["tmpdir"] is not None and not os.path.isdir(params["tmpdir"]):
         return "tmpdir %s is not a directory" % params["tmpdir"]
-    if not 0 <= params["port"] <= 65535:
-        return "port must be between 0 (no filter) and 65535, got %d" % params["port"]
+    if not 0 <= params["dport"] <= 65535:
+        return "dport must be between 0 (no filter) and 65535, got %d" % params["dport"]
     if params["max_event_rate"] < 0:
         return "max_event_rate must be 0 (guard off) or a positive number of events per second, got %d" % (
             params["max_event_rate"])
@@ -278,32 +398,3 @@ def check_params(params):
         if not name or not all(c.isupper() or c.isdigit() or c == "_" for c in name):
             return "exclude_reasons: %r is not a drop reason name (upper case, digits and _)" % name
     return None
-
-
-class TracefsMount:
-    """Mount tracefs for the duration of a `with` block when it is not mounted (as perf does), then unmount."""
-
-    def __init__(self, host, allowed=True):
-        self.host = host
-        self.allowed = allowed
-        self.root = None
-        self.mounted_here = False
-
-    def __enter__(self):
-        try:
-            mounts = self.host.read("/proc/mounts")
-        except (IOError, OSError):
-            mounts = ""
-        if self.allowed and os.geteuid() == 0:
-            root, self.mounted_here = ensure_tracefs(self.host.run, self.host.find_bin("mount"), mounts)
-        else:
-            root = mounted_tracefs(mounts)
-        self.root = find_tracefs() if root else None
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if self.mounted_here:
-            umount = self.host.find_bin("umount")
-            if umount:
-                self.host.run([umount, "/sys/kernel/tracing"])
-        return False

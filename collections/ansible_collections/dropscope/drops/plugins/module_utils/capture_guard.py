@@ -37,6 +37,8 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import C_LOCALE
+
 # How long a stopped process group gets between SIGTERM and SIGKILL.
 TERM_GRACE_S = 1.0
 # How often the module polls a child it waits for (without reaping it).
@@ -241,8 +243,14 @@ class CaptureGuard:
             self._tell("k" + encoded.hex())
         return gone
 
-    def start(self, argv, stdout=None, stderr=None, stdin=None, env=None):
-        """Start argv in its own process group (never through a shell) and register that group."""
+    def start(self, argv, stdout=None, stderr=None, stdin=None, env_update=None):
+        """Start argv in its own process group (never through a shell) and register that group.
+
+        It runs in the C locale (its output is parsed) with `env_update` added to the environment.
+        """
+        env = dict(os.environ)
+        env.update(C_LOCALE)
+        env.update(env_update or {})
         # Registered right after exec; a module killed inside that window leaves at most a capture
         # that ends by itself (perf's workload is `sleep DURATION`).
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,

@@ -23,6 +23,8 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator
+
 NO_NET_DM = "Unable to find NET_DM family"
 NO_NET_DM_REASON = "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"
 
@@ -129,30 +131,29 @@ def parse_dropwatch_output(text):
 
 
 def aggregate_dropwatch(parsed, top=50):
-    """Group parsed dropwatch drops by reason × location × offset × protocol, largest first."""
-    from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import protocol_name
+    """Group parsed dropwatch drops by reason × location × offset × protocol, largest first (at most `top`).
 
-    groups = {}
+    The drops are fed, with their counts, to the collection's one grouper (``kfree_skb.DropAggregator``).
+    """
+    aggregator = DropAggregator()
     for drop in parsed["drops"]:
-        key = (drop["reason"], drop["location"], drop["offset"] or "",
-               protocol_name(drop["protocol"]) if drop["protocol"] is not None else "unknown")
-        groups[key] = groups.get(key, 0) + drop["count"]
-    ordered = sorted(groups.items(), key=lambda item: (-item[1], item[0]))
-    drops = [{"reason": reason, "location": location, "offset": offset or None, "protocol": protocol,
-              "count": count} for (reason, location, offset, protocol), count in ordered[:top]]
-    rest = ordered[top:]
-    return {"events": sum(groups.values()), "drops": drops,
-            "other": {"count": sum(count for _key, count in rest), "groups": len(rest)}}
+        aggregator.add(drop["reason"], drop["location"], drop["offset"], drop["protocol"], count=drop["count"])
+    return aggregator.result(top=top)
+
+
+def command(dropwatch):
+    """The dropwatch argument list: read kernel symbols from /proc/kallsyms (``-l kas``)."""
+    return [dropwatch, "-l", "kas"]
 
 
 def run_dropwatch_capture(capture, guard, dropwatch, duration, packet_mode=True, top=50):
     """Run `dropwatch -l kas`, drive it for `duration` s, parse; fills and returns `capture`."""
-    argv = [dropwatch, "-l", "kas"]
+    argv = command(dropwatch)
     capture["command"] = argv
     out_path = guard.path("dropwatch.out")
-    env = dict(os.environ, LANG="C", LC_ALL="C", TERM="dumb")
     with open(out_path, "wb") as out:
-        proc = guard.start(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env)
+        proc = guard.start(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                           env_update={"TERM": "dumb"})
         commands = (b"set alertmode packet\n" if packet_mode else b"") + b"start\n"
         try:
             proc.stdin.write(commands)
@@ -194,9 +195,6 @@ def run_dropwatch_capture(capture, guard, dropwatch, duration, packet_mode=True,
         capture["status"] = "failed"
         capture["reason"] = "dropwatch exited %s: %s" % (rc, text.strip()[-400:] or "no message")
         return capture
-    grouped = aggregate_dropwatch(parsed, top=top)
-    capture["events"] = grouped["events"]
-    capture["drops"] = grouped["drops"]
-    capture["other"] = grouped["other"]
+    capture.update(aggregate_dropwatch(parsed, top=top))
     capture["truncated"] = bool(stopped) or parsed["alert_limit_reached"]
     return capture

@@ -16,7 +16,10 @@ __metaclass__ = type
 import re
 import sys
 
-FORMAT_SOURCE = "/sys/kernel/tracing/events/skb/kfree_skb/format"
+# Where tracefs is mounted (the first is the standard place; the second is the old debugfs one).
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+FORMAT_FILE = "events/skb/kfree_skb/format"
+FORMAT_SOURCE = TRACEFS_ROOTS[0] + "/" + FORMAT_FILE
 
 ETHERTYPES = {
     0: "none",
@@ -105,6 +108,29 @@ def parse_tracepoint_format(text: str, source: str = FORMAT_SOURCE) -> dict:
         for value, name in _PAIR.findall(text[symbolic.end():end if end >= 0 else len(text)]):
             reasons[int(value, 0)] = name
     return {"fields": fields, "reasons": reasons}
+
+
+def read_tracepoint_format(read_text, roots=TRACEFS_ROOTS) -> tuple:
+    """``(path, parse_tracepoint_format(...))`` of the first readable format file under `roots`.
+
+    `read_text` takes a path and returns its text. ``(None, {"fields": [], "reasons": {}})`` when no
+    root has a readable, well-formed one (tracefs not mounted, or a kernel without the tracepoint).
+    """
+    for root in roots:
+        path = root + "/" + FORMAT_FILE
+        try:
+            return path, parse_tracepoint_format(read_text(path), path)
+        except (IOError, OSError, ValueError):
+            continue
+    return None, {"fields": [], "reasons": {}}
+
+
+def read_reason_names(read_text) -> dict:
+    """Reason number -> name from the host's own tracepoint format (the enum differs between kernels).
+
+    Every backend names reasons with it; ``{}`` when the format cannot be read (reasons stay numbers).
+    """
+    return read_tracepoint_format(read_text)[1]["reasons"]
 
 
 def protocol_name(number: int | None) -> str:
@@ -215,17 +241,32 @@ def parse_perf_stack_line(line: str) -> str | None:
 
 
 class DropAggregator:
-    """Counts drop events by (reason, location, offset, protocol), in bounded memory.
+    """Counts drop events by (reason, location, offset, protocol[, extra fields]), in bounded memory.
 
+    The one top-N grouper of the collection: every backend feeds it (perf and tracefs one event at a
+    time, bpftrace and dropwatch their pre-counted groups with ``count``), and ``result`` ranks the
+    groups and cuts them to the top N the same way for all.
+
+    ``extra_fields`` names further key fields after the four common ones (bpftrace: ``("l4", "port")``,
+    plus ``"netns"`` with netns=all); each group of ``result`` then carries them.
     At most ``max_groups`` distinct groups are held; events of further groups are counted in
     ``overflow_events`` (reported inside ``other``). Call stacks are cut to ``max_frames`` frames
     (innermost first) and at most ``max_stacks`` distinct stacks are held (``overflow_stacks``).
+
+    >>> agg = DropAggregator(extra_fields=("port",))
+    >>> agg.add("NO_SOCKET", "__udp4_lib_rcv", "0x4bc", 2048, count=3, extra=(9000,))
+    >>> agg.add("NO_SOCKET", "__udp4_lib_rcv", "0x4bc", 2048, count=2, extra=(9001,))
+    >>> result = agg.result(top=1)
+    >>> [(drop["protocol"], drop["port"], drop["count"]) for drop in result["drops"]], result["other"]
+    ([('IPv4', 9000, 3)], {'count': 2, 'groups': 1})
     """
 
-    def __init__(self, max_groups: int = MAX_GROUPS, max_stacks: int = MAX_STACKS, max_frames: int = MAX_FRAMES):
+    def __init__(self, max_groups: int = MAX_GROUPS, max_stacks: int = MAX_STACKS, max_frames: int = MAX_FRAMES,
+                 extra_fields=()):
         self.max_groups = max_groups
         self.max_stacks = max_stacks
         self.max_frames = max_frames
+        self.fields = ("reason", "location", "offset", "protocol") + tuple(extra_fields)
         self.events = 0
         self.overflow_events = 0
         self.overflow_stacks = 0
@@ -237,43 +278,49 @@ class DropAggregator:
         """True when a cap was reached: some groups or stacks are only counted, not named."""
         return bool(self.overflow_events or self.overflow_stacks)
 
-    def add(self, reason: str, location: str, offset: str | None, protocol: int, frames=None) -> None:
-        """Count one event; ``frames`` is its call chain (function names, innermost first) or None."""
-        self._add((reason, location, offset, protocol), frames)
+    def add(self, reason: str, location: str, offset: str | None, protocol: int | None, frames=None, count: int = 1,
+            extra=()) -> None:
+        """Count `count` events of one group; ``frames`` is its call chain (function names, innermost first)
+        or None, ``extra`` the values of ``extra_fields``."""
+        self._add((reason, location, offset, protocol) + tuple(extra), frames, count)
 
-    def _add(self, key: tuple, frames) -> None:
-        self.events += 1
+    def _add(self, key: tuple, frames, count: int = 1) -> None:
+        self.events += count
         groups = self._groups
-        count = groups.get(key)
-        if count is not None:
-            groups[key] = count + 1
+        held = groups.get(key)
+        if held is not None:
+            groups[key] = held + count
         elif len(groups) < self.max_groups:
-            groups[key] = 1
+            groups[key] = count
         else:
-            self.overflow_events += 1
+            self.overflow_events += count
         if frames:
             stack_key = (key[0], key[1], tuple(frames[:self.max_frames]))
             stacks = self._stacks
-            count = stacks.get(stack_key)
-            if count is not None:
-                stacks[stack_key] = count + 1
+            held = stacks.get(stack_key)
+            if held is not None:
+                stacks[stack_key] = held + count
             elif len(stacks) < self.max_stacks:
-                stacks[(stack_key[0], stack_key[1], tuple(sys.intern(frame) for frame in stack_key[2]))] = 1
+                stacks[(stack_key[0], stack_key[1], tuple(sys.intern(frame) for frame in stack_key[2]))] = count
             else:
                 self.overflow_stacks += 1
 
     def result(self, top: int = 50, top_stacks: int = 10) -> dict:
         """The largest groups and stacks, and what is left (see docs/run-format.md, ``capture``).
 
-        ``drops`` holds at most ``top`` groups sorted by count (descending), then reason, location,
-        offset, protocol; ``other`` sums the rest, overflowed events included (they count as one
-        more group). ``stacks`` holds the ``top_stacks`` largest stacks.
+        ``drops`` holds at most ``top`` groups sorted by count (descending), then by their key fields
+        (reason, location, offset, protocol, extra fields; a missing value first); ``other`` sums the
+        rest, overflowed events included (they count as one more group). ``stacks`` holds the
+        ``top_stacks`` largest stacks. The keys ``events``, ``drops``, ``other`` and ``stacks`` are
+        those of the capture dict.
         """
-        ordered = sorted(self._groups.items(),
-                         key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2] or "", item[0][3]))
-        drops = [{"reason": reason, "location": location, "offset": offset, "protocol": protocol_name(protocol),
-                  "count": count}
-                 for (reason, location, offset, protocol), count in ordered[:top]]
+        ordered = sorted(self._groups.items(), key=_group_order)
+        drops = []
+        for key, count in ordered[:top]:
+            drop = dict(zip(self.fields, key))  # noqa: B905 (zip's strict= needs Python 3.10; targets run 3.8)
+            drop["protocol"] = protocol_name(drop["protocol"])
+            drop["count"] = count
+            drops.append(drop)
         rest = ordered[top:]
         other = {
             "count": sum(count for _key, count in rest) + self.overflow_events,
@@ -287,6 +334,12 @@ class DropAggregator:
             "stacks": [{"reason": reason, "location": location, "frames": list(frames), "count": count}
                        for (reason, location, frames), count in stacks[:top_stacks]],
         }
+
+
+def _group_order(item: tuple) -> tuple:
+    """Sort key of a (group key, count) item: largest count first, then the key, None before any value."""
+    key, count = item
+    return (-count,) + tuple((value is not None, value) for value in key)
 
 
 def aggregate_perf_script(lines, reasons: dict | None = None, aggregator: DropAggregator | None = None) -> tuple:

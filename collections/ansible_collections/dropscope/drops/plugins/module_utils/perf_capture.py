@@ -15,33 +15,14 @@ import os
 import subprocess
 import time
 
-from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
-from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
-    aggregate_perf_script,
-    parse_tracepoint_format,
-)
-
-FORMAT_PATHS = (
-    "/sys/kernel/tracing/events/skb/kfree_skb/format",
-    "/sys/kernel/debug/tracing/events/skb/kfree_skb/format",
-)
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import aggregate_perf_script
 
 # perf record's line when --max-size stops it:
 #   [ perf record: perf size limit reached (262144 KB), stopping session ]
 _SIZE_LIMIT = "size limit reached"
 
-# Seconds that perf gets beyond the capture to stop and write its file, and to print its script.
+# Seconds that perf gets beyond the capture to stop and write its file.
 RECORD_GRACE_S = 15
-
-
-def read_reason_names(read_text):
-    """Reason names from the host's own tracepoint format (enum values differ between kernels)."""
-    for path in FORMAT_PATHS:
-        try:
-            return parse_tracepoint_format(read_text(path))
-        except (IOError, OSError):
-            continue
-    return {"fields": [], "reasons": {}}
 
 
 def record_command(perf, sleep, output, duration, stacks=False, max_size_mb=256):
@@ -67,15 +48,17 @@ def _tail(path, limit=600):
         return ""
 
 
-def run_perf_capture(capture, perf, sleep, duration, stacks=False, top=50, max_size_mb=256,
-                     deadline_s=None, reasons=None, tmp_root=None):
-    """Record, then aggregate; fills and returns `capture`. Cleans up on every exit path."""
-    if deadline_s is None:
-        deadline_s = duration + 2 * RECORD_GRACE_S + 30
-    with CaptureGuard(deadline_s=deadline_s, tmp_root=tmp_root) as guard:
-        data = guard.path("perf.data")
-        argv = record_command(perf, sleep, data, duration, stacks, max_size_mb)
-        capture["command"] = [arg if arg != data else "perf.data" for arg in argv]
+def run_perf_capture(capture, guard, perf, sleep, duration, stacks=False, top=50, max_size_mb=256, reasons=None):
+    """Record, then aggregate; fills and returns `capture`.
+
+    Runs under the capture's `guard`: its files are in the guard's temporary directory (the data file is
+    removed as soon as it is read, so a backend tried after perf has the room) and its processes stop
+    at the guard's deadline at the latest.
+    """
+    data = guard.path("perf.data")
+    argv = record_command(perf, sleep, data, duration, stacks, max_size_mb)
+    capture["command"] = record_command(perf, sleep, "perf.data", duration, stacks, max_size_mb)
+    try:
         with open(guard.path("record.err"), "wb") as err:
             capture["started_wall"] = time.time()
             started = time.monotonic()
@@ -98,14 +81,13 @@ def run_perf_capture(capture, perf, sleep, duration, stacks=False, top=50, max_s
             finally:
                 script.stdout.close()
                 rc, stopped = guard.wait(script, timeout=max(guard.remaining() - 1, 1))
-        capture["truncated"] = capture["truncated"] or stopped
-        if rc != 0:
-            capture["status"] = "failed"
-            capture["reason"] = "perf script exited %d: %s" % (rc, _tail(guard.path("script.err")) or "no message")
-        result = aggregator.result(top=top)
-        capture["events"] = result["events"]
-        capture["drops"] = result["drops"]
-        capture["other"] = result["other"]
-        capture["stacks"] = result["stacks"] if stacks else []
-        capture["lost_events"] = lost
+    finally:
+        if os.path.exists(data):
+            os.remove(data)
+    capture["truncated"] = capture["truncated"] or stopped
+    if rc != 0:
+        capture["status"] = "failed"
+        capture["reason"] = "perf script exited %d: %s" % (rc, _tail(guard.path("script.err")) or "no message")
+    capture.update(aggregator.result(top=top))
+    capture["lost_events"] = lost
     return capture

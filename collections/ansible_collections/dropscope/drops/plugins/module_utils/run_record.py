@@ -3,6 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Write one diagnose run into a new run directory on the controller (the `run_record` module's logic).
 
+This is the one writer of the run format (docs/run-format.md) and holds its `SCHEMA_VERSION`: the
+modules' snapshots and captures carry it, and the development tools' synthetic runs are written with
+these functions too.
+
 A run directory is built under a hidden temporary name beside its final place and renamed into place
 when every file is written, so a half-written run is never taken for a result, and an existing run
 is never overwritten.
@@ -23,6 +27,8 @@ import time
 
 SCHEMA_VERSION = 1
 STAGES = (("before", "snapshot"), ("capture", "capture"), ("after", "snapshot"))
+# Capture statuses of a capture that ran; check mode's "check_mode" stands for one that would run.
+CAPTURE_RAN = ("ok", "check_mode")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -62,13 +68,34 @@ def _task_error(result):
     return None
 
 
+def capture_error(capture):
+    """Why a host whose capture task succeeded still has no capture, as its error; None when the capture ran.
+
+    A capture that did not run (the asked backend is unavailable, or it failed) is never an ok host:
+
+    >>> capture_error({"backend": "dropwatch", "status": "unavailable",
+    ...                "reason": "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"})
+    'capture failed: dropwatch unavailable: kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)'
+    >>> capture_error({"backend": "bpftrace", "status": "ok", "reason": None}) is None
+    True
+    """
+    if not isinstance(capture, dict):
+        return "capture failed: the capture task returned no capture"
+    status = capture.get("status")
+    if status in CAPTURE_RAN:
+        return None
+    return "capture failed: %s %s: %s" % (capture.get("backend") or "capture", status or "without a status",
+                                          capture.get("reason") or "no reason given")
+
+
 def host_record(host, results):
     """One host's file from the registered results of its three tasks (`before`, `capture`, `after`).
 
     The capabilities ladder (in drop_capture's result, or a separate drop_capabilities result) is stored
     as "capabilities" when it is there.
 
-    The first stage that did not succeed sets the status and the error; what came before it is kept.
+    The first problem sets the status and the error: a stage that did not succeed (what came before it
+    is kept), or a capture that did not run (status "failed"; the counters before and after are kept).
     """
     record = {"schema_version": SCHEMA_VERSION, "kind": "dropscope-host", "host": host,
               "status": "ok", "error": None, "before": None, "capture": None, "after": None}
@@ -76,14 +103,20 @@ def host_record(host, results):
         result = results.get(stage)
         problem = _task_error(result)
         if problem is not None:
-            record["status"], message = problem
-            record["error"] = "%s: %s" % (stage, message)
+            if record["error"] is None:
+                record["status"], message = problem
+                record["error"] = "%s: %s" % (stage, message)
             break
         if not isinstance(result, dict) or result.get("skipped") or key not in result:
-            record["status"] = "failed"
-            record["error"] = "%s: no result (the task did not run)" % stage
+            if record["error"] is None:
+                record["status"] = "failed"
+                record["error"] = "%s: no result (the task did not run)" % stage
             break
         record[stage] = result[key]
+        if stage == "capture" and record["error"] is None:
+            error = capture_error(result[key])
+            if error is not None:
+                record["status"], record["error"] = "failed", error
     # Optional: which capture backends the host offered (the capabilities ladder); never makes a host fail.
     # drop_capture returns them beside its capture; a separate drop_capabilities result also works.
     capabilities = results.get("capabilities") or results.get("capture")
@@ -150,6 +183,15 @@ def write_run(runs_dir, run_id, hosts, manifest):
 
     `hosts` maps inventory host names to their registered results ({"before": …, "capture": …, "after": …}).
     """
+    records = [host_record(host, hosts[host] or {}) for host in sorted(hosts)]
+    return write_records(runs_dir, run_id, records, manifest)
+
+
+def write_records(runs_dir, run_id, records, manifest):
+    """Write host records (from `host_record`), in their order, and the manifest into runs_dir/run_id atomically.
+
+    Returns (run_dir, manifest). The manifest gets the schema version, kind, run id and one entry per host.
+    """
     if not _RUN_ID.match(run_id):
         raise RunRecordError("run_id %r may only hold letters, digits, '.', '_' and '-'" % run_id)
     os.makedirs(runs_dir, exist_ok=True)
@@ -165,11 +207,11 @@ def write_run(runs_dir, run_id, hosts, manifest):
         os.mkdir(os.path.join(building, "hosts"))
         taken = set()
         entries = []
-        for host in sorted(hosts):
-            record = host_record(host, hosts[host] or {})
-            file_name = os.path.join("hosts", safe_file_name(host, taken))
+        for record in records:
+            file_name = os.path.join("hosts", safe_file_name(record["host"], taken))
             _write_json(os.path.join(building, file_name), record)
-            entries.append({"host": host, "file": file_name, "status": record["status"], "error": record["error"]})
+            entries.append({"host": record["host"], "file": file_name, "status": record["status"],
+                            "error": record["error"]})
         manifest = dict(manifest, schema_version=SCHEMA_VERSION, kind="dropscope-run", run_id=run_id, hosts=entries)
         _write_json(os.path.join(building, "manifest.json"), manifest)
         if os.path.lexists(final):

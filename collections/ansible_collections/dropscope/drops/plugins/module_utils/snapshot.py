@@ -22,6 +22,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils.proc_net_dev impor
     read_sysfs_statistics,
 )
 from ansible_collections.dropscope.drops.plugins.module_utils.proc_net_udp import parse_proc_net_udp
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import SCHEMA_VERSION
 from ansible_collections.dropscope.drops.plugins.module_utils.snmp import (
     parse_proc_net_snmp,
     parse_proc_net_snmp6,
@@ -29,24 +30,34 @@ from ansible_collections.dropscope.drops.plugins.module_utils.snmp import (
 from ansible_collections.dropscope.drops.plugins.module_utils.softnet_stat import parse_softnet_stat
 from ansible_collections.dropscope.drops.plugins.module_utils.tc_qdisc import parse_tc_qdisc_json
 
-SCHEMA_VERSION = 1
-
 # `ethtool -S` exits 94 (EOPNOTSUPP) when the driver keeps no statistics, e.g. on `lo`.
 ETHTOOL_NO_STATS_RC = 94
 
 # Per-socket entries are bounded so a host with thousands of dropping sockets stays small.
 MAX_SOCKETS = 200
 
+# Every command whose output is parsed runs in the C locale (messages and numbers as the parsers expect).
 C_LOCALE = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+# Where a module looks for binaries besides PATH (sudo and SSH sessions often lack the sbin directories).
+BIN_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/sbin"]
 
 
 class HostReader:
-    """How a snapshot reads the host: files, binaries and commands (argument lists, never a shell)."""
+    """How the modules read the host: files, binaries and commands (argument lists, never a shell).
+
+    Tests give it recorded answers; ``for_module`` gives it the real host through an AnsibleModule.
+    """
 
     def __init__(self, run_command, find_bin, root="/"):
         self._run_command = run_command
         self._find_bin = find_bin
         self.root = root
+
+    @classmethod
+    def for_module(cls, module):
+        """The real host, through `module` (an AnsibleModule): commands run in the C locale."""
+        return cls(run_command=lambda argv: module.run_command(argv, environ_update=C_LOCALE),
+                   find_bin=lambda name: module.get_bin_path(name, opt_dirs=BIN_DIRS))
 
     def path(self, path):
         return os.path.join(self.root, path.lstrip("/"))

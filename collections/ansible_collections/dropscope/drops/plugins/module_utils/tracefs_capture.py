@@ -20,11 +20,11 @@ import select
 import time
 
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
+    TRACEFS_ROOTS,
     DropAggregator,
     aggregate_perf_script,
 )
 
-TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 EVENT = os.path.join("events", "skb", "kfree_skb")
 INSTANCE_PREFIX = "dropscope-"
 # Per-CPU buffer of the capture instance (KiB): room for ~1 s of 200k events/s across the reads.
@@ -144,6 +144,11 @@ def global_event_enabled(root):
         return None
 
 
+def command(instance_name):
+    """What the tracefs backend "runs": no process, a private instance and its kfree_skb event."""
+    return ["tracefs", "instances/" + instance_name, EVENT]
+
+
 def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, event_filter=""):
     """Capture in a private instance for `duration` s, reading trace_pipe with poll and a deadline.
 
@@ -151,7 +156,7 @@ def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, ev
     (and by the guardian on any other exit path).
     """
     path = new_instance(guard, root)
-    capture["command"] = ["tracefs", "instances/" + os.path.basename(path), EVENT]
+    capture["command"] = command(os.path.basename(path))
     aggregator = DropAggregator()
     lost_lines = 0
     fd = None
@@ -217,10 +222,7 @@ def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, ev
             os.close(fd)
         guard.remove_dir_now(path)
     capture["lost_events"] = max(stats.get("overrun", 0) + stats.get("dropped_events", 0), lost_lines)
-    result = aggregator.result(top=top)
-    capture["events"] = result["events"]
-    capture["drops"] = result["drops"]
-    capture["other"] = result["other"]
+    capture.update(aggregator.result(top=top))
     return capture
 
 
@@ -246,3 +248,38 @@ def ensure_tracefs(run, mount_bin, mounts_text):
         return None, False
     rc, _out, _err = run([mount_bin, "-t", "tracefs", "nodev", TRACEFS_ROOTS[0]])
     return (TRACEFS_ROOTS[0], True) if rc == 0 else (None, False)
+
+
+class TracefsMount:
+    """Mount tracefs for the duration of a `with` block when it is not mounted (as perf does), then unmount.
+
+    `reader` is a ``snapshot.HostReader`` (files, binaries, commands). ``root`` is the usable tracefs
+    directory inside the block (None when tracefs is neither mounted nor mountable here);
+    ``mounted_here`` says whether this block mounted it. Without `allowed` (or without root) it only
+    looks.
+    """
+
+    def __init__(self, reader, allowed=True):
+        self.reader = reader
+        self.allowed = allowed
+        self.root = None
+        self.mounted_here = False
+
+    def __enter__(self):
+        try:
+            mounts = self.reader.read_text("/proc/mounts")
+        except (IOError, OSError):
+            mounts = ""
+        if self.allowed and os.geteuid() == 0:
+            root, self.mounted_here = ensure_tracefs(self.reader.run, self.reader.find_bin("mount"), mounts)
+        else:
+            root = mounted_tracefs(mounts)
+        self.root = find_tracefs() if root else None
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.mounted_here:
+            umount = self.reader.find_bin("umount")
+            if umount:
+                self.reader.run([umount, TRACEFS_ROOTS[0]])
+        return False

@@ -24,17 +24,14 @@ description:
   - When tracefs is not mounted (for example inside C(ip netns exec)) and the module runs as root, it
     mounts tracefs for the time of the check and unmounts it again (not in check mode).
 options: {}
+extends_documentation_fragment:
+  - dropscope.drops.attributes
+  - dropscope.drops.attributes.read_only
+  - dropscope.drops.attributes.linux
 attributes:
   check_mode:
-    support: full
-    description: Only reads; in check mode tracefs is never mounted, so the tracepoint may be reported missing.
-  diff_mode:
-    support: none
-    description: Nothing on the host is changed.
-  platform:
-    support: full
-    platforms: linux
-    description: Linux hosts; Python standard library only.
+    details:
+      - Only reads; in check mode tracefs is never mounted, so the tracepoint may be reported missing.
 seealso:
   - module: dropscope.drops.drop_capture
 author:
@@ -117,19 +114,15 @@ capabilities:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import collect_capabilities
-from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import Host, TracefsMount
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader
+from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import TracefsMount
 
 
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-
-    def find_bin(name):
-        return module.get_bin_path(name, opt_dirs=["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/sbin"])
-
-    reader = HostReader(run_command=module.run_command, find_bin=find_bin)
+    reader = HostReader.for_module(module)
     try:
-        with TracefsMount(Host(module.run_command, find_bin), allowed=not module.check_mode) as mount:
+        with TracefsMount(reader, allowed=not module.check_mode) as mount:
             caps = collect_capabilities(reader)
             if mount.mounted_here:
                 caps["tracefs"]["mounted"] = False

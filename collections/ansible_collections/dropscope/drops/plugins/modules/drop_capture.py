@@ -32,8 +32,9 @@ description:
   - The capture has its own deadline on the host (O(timeout)) and a guardian process that stops the
     tracer, removes the temporary files and the ftrace instance on every exit path, including the module
     being killed or its SSH connection being cut.
-  - When no backend works the module does not fail; it returns RV(capture.status=unavailable) with the
-    reason.
+  - When the capture cannot run (no backend works, the asked one is unavailable, or an option needs
+    another backend) the module does not fail; it returns RV(capture.status=unavailable) or
+    RV(capture.status=failed) with the reason, never V(ok).
 options:
   duration:
     description:
@@ -57,12 +58,13 @@ options:
     type: str
     choices: [self, all]
     default: self
-  port:
+  dport:
     description:
       - Count only packets to this TCP/UDP destination port (read from the packet headers); V(0) counts all.
-      - Needs the V(bpftrace) backend.
+      - Needs the V(bpftrace) backend; with another one the capture is refused (RV(capture.status=failed)).
     type: int
     default: 0
+    aliases: [port]
   exclude_reasons:
     description:
       - Drop reason names not to count, for example V(NOT_SPECIFIED). The V(tracefs) backend filters them
@@ -74,7 +76,7 @@ options:
     description:
       - Rate guard, in kfree_skb events per second, measured kernel-wide for 0.25 s before the capture.
         Above it, stacks are turned off, bpftrace runs its lean program (no C(l4)/C(port); kept full when
-        O(port) filters) and only a window of O(duration) is captured
+        O(dport) filters) and only a window of O(duration) is captured
         (O(duration) * O(max_event_rate) / rate seconds, at least 1), so the capture costs about as much as
         at O(max_event_rate). V(0) turns the guard off.
     type: int
@@ -107,18 +109,19 @@ options:
     description:
       - Directory for the temporary perf data file. Defaults to the system's temporary directory.
     type: path
+extends_documentation_fragment:
+  - dropscope.drops.attributes
+  - dropscope.drops.attributes.read_only
+  - dropscope.drops.attributes.linux
 attributes:
   check_mode:
-    support: full
-    description: In check mode only the pre-flight checks run (which backend would be used) and the
-      command that would run is returned; nothing is captured.
-  diff_mode:
-    support: none
-    description: Nothing on the host is changed.
+    details:
+      - Check mode reads the host's capabilities and plans the capture exactly as a real run does, then
+        returns the command the run would start (RV(capture.status=check_mode)) or the refusal the run
+        would return (RV(capture.status=unavailable) or V(failed), with the same reason). Nothing is captured.
   platform:
-    support: full
-    platforms: linux
-    description: Linux hosts with bpftrace (and kernel BTF), perf, tracefs or dropwatch (with NET_DM).
+    details:
+      - Hosts with bpftrace (and kernel BTF), perf, tracefs or dropwatch (with NET_DM).
 notes:
   - Needs root (C(become=true)); perf alone can also work with C(kernel.perf_event_paranoid=-1).
   - When tracefs is not mounted (for example inside C(ip netns exec)), the module mounts it at
@@ -149,7 +152,7 @@ EXAMPLES = r"""
   dropscope.drops.drop_capture:
     backend: bpftrace
     netns: self
-    port: 8000
+    dport: 8000
   become: true
   register: capture
 
@@ -174,12 +177,13 @@ capture:
       type: str
       sample: bpftrace
     status:
-      description: V(ok), V(unavailable) (no way to capture on this host; see RV(capture.reason)), V(failed),
-        or V(check_mode).
+      description: V(ok), V(unavailable) (no way to capture on this host; see RV(capture.reason)), V(failed)
+        (the capture could not run or broke off; see RV(capture.reason)), or V(check_mode) (check mode, when
+        a real run would start the capture).
       type: str
       sample: ok
     reason:
-      description: Why the capture is unavailable or failed; null when it is ok.
+      description: Why the capture is unavailable or failed; null when it is ok (or would run, in check mode).
       type: str
       sample: "perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora)"
     scope:
@@ -273,21 +277,16 @@ import signal
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import collect_capabilities
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import (
-    BACKENDS,
+    BACKEND_CHOICES,
     DEFAULT_MAX_EVENT_RATE,
-    Host,
-    TracefsMount,
-    candidates,
-    check_mode_command,
     check_params,
-    new_capture,
+    describe_capture,
+    plan_capture,
     run_capture,
-    rung_reason,
 )
-from ansible_collections.dropscope.drops.plugins.module_utils.perf_capture import read_reason_names
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import read_reason_names
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, read_system
-
-PERF_MISSING = "perf not found: install linux-perf (Debian/Ubuntu) or perf (RHEL/Fedora), or run the playbook with -e install_perf=true"
+from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import TracefsMount
 
 
 def _exit_on_signal(signum, frame):
@@ -299,9 +298,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             duration=dict(type="int", default=10),
-            backend=dict(type="str", default="auto", choices=list(BACKENDS)),
+            backend=dict(type="str", default="auto", choices=list(BACKEND_CHOICES)),
             netns=dict(type="str", default="self", choices=["self", "all"]),
-            port=dict(type="int", default=0),
+            dport=dict(type="int", default=0, aliases=["port"]),
             exclude_reasons=dict(type="list", elements="str", default=[]),
             max_event_rate=dict(type="int", default=DEFAULT_MAX_EVENT_RATE),
             stacks=dict(type="bool", default=False),
@@ -312,47 +311,27 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    problem = check_params(params)
+    problem = check_params(module.params)
     if problem:
         module.fail_json(msg=problem)
-
-    def find_bin(name):
-        return module.get_bin_path(name, opt_dirs=["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/sbin"])
-
-    host = Host(module.run_command, find_bin)
-    reader = HostReader(run_command=module.run_command, find_bin=find_bin)
-    system = read_system(reader)
+    reader = HostReader.for_module(module)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
     # Inside `ip netns exec` tracefs is not mounted: mount it for the capture, and in check mode just
-    # long enough to read the tracepoint, so check mode reports the backend a real run would use.
-    with TracefsMount(host) as mount:
-        format_info = read_reason_names(reader.read_text)
-        reasons = format_info["reasons"]
+    # long enough to read the tracepoint, so the plan is the same in both.
+    with TracefsMount(reader) as mount:
         caps = collect_capabilities(reader)
+        plan = plan_capture(module.params, caps, read_system(reader), read_reason_names(reader.read_text),
+                            mount.root)
         if module.check_mode:
-            order, tried = candidates(params["backend"], caps["ladder"])
-            backend = order[0] if order else params["backend"]
-            capture = new_capture(backend, params["duration"], params["stacks"], system["boot_id"],
-                                  system["netns_inode"], len(reasons))
-            reason = rung_reason(caps["ladder"], backend) or (None if order else "no capture backend works here")
-            capture["status"] = "unavailable" if reason else "check_mode"
-            capture["reason"] = reason
-            if params["backend"] == "perf" and caps["tools"]["perf"]["path"] is None:
-                capture["reason"] = PERF_MISSING
-            capture["command"] = check_mode_command(backend, host, params) if not reason else []
-            capture["auto"] = {"requested": params["backend"], "chosen": backend if not reason else None,
-                               "tried": tried, "why": None}
-            module.exit_json(changed=False, capture=capture, capabilities=caps)
-        try:
-            capture = run_capture(host, params, system, reasons, caps, mount.root)
-        except (IOError, OSError) as exc:
-            module.fail_json(msg="Capture failed: %s" % exc)
-    if capture["backend"] == "perf" and capture["status"] == "unavailable" and caps["tools"]["perf"]["path"] is None:
-        capture["reason"] = PERF_MISSING
-    # A capture that is unavailable or failed is data for the report, not a task failure.
-    # The capabilities it chose from come back too, so a run needs no separate drop_capabilities task.
+            capture = describe_capture(reader, plan)
+        else:
+            try:
+                capture = run_capture(reader, plan)
+            except (IOError, OSError) as exc:
+                module.fail_json(msg="Capture failed: %s" % exc, capabilities=caps)
+    # A capture that is unavailable or failed is data for the report (its status and reason say so),
+    # not a task failure. The capabilities it chose from come back too (no separate drop_capabilities task).
     module.exit_json(changed=False, capture=capture, capabilities=caps)
 
 

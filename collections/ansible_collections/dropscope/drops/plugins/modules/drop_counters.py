@@ -34,17 +34,14 @@ options:
       - Read the counters of nftables rules (C(nft -a list ruleset)); needs root.
     type: bool
     default: true
+extends_documentation_fragment:
+  - dropscope.drops.attributes
+  - dropscope.drops.attributes.read_only
+  - dropscope.drops.attributes.linux
 attributes:
   check_mode:
-    support: full
-    description: The module only reads, so check mode returns the same snapshot.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
-  platform:
-    support: full
-    platforms: linux
-    description: Linux hosts only.
+    details:
+      - The module only reads, so check mode returns the same snapshot.
 notes:
   - Reading nftables counters needs root (C(become=true)); without it the firewall section is empty and
     the error is listed in RV(snapshot.errors).
@@ -122,11 +119,7 @@ snapshot:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import (
-    C_LOCALE,
-    HostReader,
-    collect_snapshot,
-)
+from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, collect_snapshot
 
 
 def main():
@@ -137,11 +130,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    reader = HostReader(
-        run_command=lambda argv: module.run_command(argv, environ_update=C_LOCALE),
-        find_bin=lambda name: module.get_bin_path(name, opt_dirs=["/usr/sbin", "/sbin"]),
-    )
-    snapshot = collect_snapshot(reader, ethtool=module.params["ethtool"], firewall=module.params["firewall"])
+    snapshot = collect_snapshot(HostReader.for_module(module), ethtool=module.params["ethtool"],
+                                firewall=module.params["firewall"])
     module.exit_json(changed=False, snapshot=snapshot)
 
 

@@ -18,6 +18,11 @@ description:
     plus a C(manifest.json) into a new directory O(runs_dir)/O(run_id).
   - Each host gets a status (V(ok), V(unreachable) or V(failed)) and the error of the first task that did
     not succeed; unreachable and failed hosts are recorded, never dropped.
+  - A capture that did not run (its C(status) is V(unavailable) or V(failed), for example the asked backend
+    does not work on that host) makes the host V(failed); its error starts with C(capture failed) and names
+    the backend, the status and the reason. Its counters before and after are kept. In check mode a
+    capture that would run (C(status=check_mode)) counts as ok, so RV(incomplete) names the hosts a real
+    run would leave incomplete.
   - The directory is written under a temporary name and renamed into place when complete, so a
     half-written run is never taken for a result. An existing run directory is never overwritten.
   - Host file names are made safe from inventory names (no path separators, no leading dot); the real
@@ -46,17 +51,22 @@ options:
       - Extra fields for C(manifest.json), such as C(command), C(inventory), C(parameters), C(started), C(versions).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - dropscope.drops.attributes
 attributes:
   check_mode:
     support: full
-    description: In check mode nothing is written; the module returns the hosts' statuses it would record.
+    details:
+      - In check mode nothing is written; the module returns the hosts' statuses it would record.
   diff_mode:
     support: none
-    description: No diff is produced.
+    details:
+      - No diff is produced.
   platform:
     support: full
     platforms: posix
-    description: Runs on the controller.
+    details:
+      - Runs on the controller.
 seealso:
   - module: dropscope.drops.drop_counters
   - module: dropscope.drops.drop_capture

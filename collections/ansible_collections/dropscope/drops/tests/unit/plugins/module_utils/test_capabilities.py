@@ -8,59 +8,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import os
 import struct
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import capabilities as caps_mod
-
-
-def _format():
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.exists(os.path.join(here, "pyproject.toml")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("no pyproject.toml above %s" % __file__)
-        here = parent
-    with open(os.path.join(here, "tests", "data", "kfree_skb_format.txt"), encoding="utf-8") as handle:
-        return handle.read()
-
-
-class FakeReader:
-    def __init__(self, files, bins, outputs, root="/nonexistent-root"):
-        self.files, self.bins, self.outputs, self.root = files, bins, outputs, root
-
-    def path(self, path):
-        return os.path.join(self.root, path.lstrip("/"))
-
-    def read_text(self, path):
-        if path not in self.files:
-            raise IOError(errno.ENOENT, "No such file", path)
-        return self.files[path]
-
-    def find_bin(self, name):
-        return self.bins.get(name)
-
-    def run(self, argv):
-        return self.outputs[os.path.basename(argv[0])]
-
-
-STATUS_ROOT = "Name:\tpython3\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n"
-STATUS_USER = "Name:\tpython3\nCapEff:\t0000000000000000\n"
-
-
-def _host(mounted=True, tools=("perf", "bpftrace"), status=STATUS_ROOT):
-    files = {"/proc/filesystems": "nodev\tsysfs\nnodev\ttracefs\n", "/proc/self/status": status,
-             "/proc/sys/kernel/perf_event_paranoid": "2\n"}
-    if mounted:
-        files["/proc/mounts"] = "tracefs /sys/kernel/tracing tracefs rw 0 0\n"
-        files["/sys/kernel/tracing/events/skb/kfree_skb/format"] = _format()
-    else:
-        files["/proc/mounts"] = "sysfs /sys sysfs rw 0 0\n"
-    bins = dict((name, "/usr/bin/" + name) for name in tools)
-    outputs = {"perf": (0, "perf version 6.1.192\n", ""), "bpftrace": (0, "bpftrace v0.17.0\n", ""),
-               "dropwatch": (0, "", "")}
-    return FakeReader(files, bins, outputs)
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import STATUS_USER
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded_host as _host
 
 
 def test_genl_request_and_replies():
@@ -80,7 +33,7 @@ def test_genl_request_and_replies():
 
 
 def test_this_kernel_has_no_net_dm():
-    # LAB.md: CONFIG_NET_DROP_MONITOR is absent here; the real netlink query must say so.
+    # This machine's kernel (6.18) is built without CONFIG_NET_DROP_MONITOR; the real netlink query must say so.
     assert caps_mod.query_genl_family("NET_DM") is None
     assert caps_mod.query_genl_family("nlctrl") == 0x10
 

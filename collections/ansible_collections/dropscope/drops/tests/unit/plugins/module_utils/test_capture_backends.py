@@ -1,25 +1,34 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Parsers of the bpftrace, tracefs and dropwatch backends on recorded samples (tests/data/README.md)."""
+"""The capture backends: parsers on recorded samples (tests/data/README.md), the rate guard, and the plan
+(check mode predicts the real run for every backend and filter on recorded capability ladders)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import bpftrace_capture as bt
 from ansible_collections.dropscope.drops.plugins.module_utils import capture_backends as cb
 from ansible_collections.dropscope.drops.plugins.module_utils import dropwatch_capture as dw
 from ansible_collections.dropscope.drops.plugins.module_utils import tracefs_capture as tf
+from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import collect_capabilities
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import guard_plan
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
     DropAggregator,
     aggregate_perf_script,
     parse_tracepoint_format,
 )
-from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import (
+    STATUS_USER,
+    FakeReader,
+    recorded,
+    recorded_host,
+)
 
 REASONS = parse_tracepoint_format(recorded("kfree_skb_format.txt"))["reasons"]
 
@@ -198,22 +207,177 @@ def test_guard_plan_bpftrace_switches_to_the_lean_program():
 
 
 @pytest.mark.parametrize("rate,port,lean", [(200000, 0, True), (1000, 0, False), (200000, 8000, False)])
-def test_run_one_passes_the_program_choice_to_bpftrace(monkeypatch, rate, port, lean):
+def test_bpftrace_backend_passes_the_program_choice(monkeypatch, rate, port, lean):
     seen = {}
 
     def fake_run(capture, guard, bpftrace, duration, **kwargs):
         seen.update(kwargs, duration=duration, bpftrace=bpftrace)
         return capture
 
-    monkeypatch.setattr(cb, "run_bpftrace_capture", fake_run)
-    host = cb.Host(run_command=None, find_bin=lambda name: "/usr/bin/" + name)
-    params = {"netns": "self", "port": port, "top": 50, "duration": 10}
-    plan = guard_plan(10, False, 50000, rate, backend="bpftrace", port=port)
-    capture = cb.new_capture("bpftrace", 10, False, "boot", 4026532177, 0)
-    cb._run_one("bpftrace", capture, None, host, params, plan, {}, None)
+    monkeypatch.setattr(bt, "run_bpftrace_capture", fake_run)
+    reader = FakeReader({}, {"bpftrace": "/usr/bin/bpftrace"}, {})
+    plan = cb.CapturePlan(_params(backend="bpftrace", dport=port, duration=10), None, SYSTEM, {}, None)
+    rate_guard = guard_plan(10, False, 50000, rate, backend="bpftrace", port=port)
+    capture = cb._attempt(plan, "bpftrace")
+    cb.BACKENDS["bpftrace"].run(capture, None, reader, plan, rate_guard)
     assert seen["lean"] is lean and seen["netns"] == 4026532177 and seen["port"] == port
     assert seen["duration"] == (3 if rate > 50000 else 10) and seen["bpftrace"] == "/usr/bin/bpftrace"
     assert capture["scope"] == "netns"
+
+
+# ------------------------------------------------------------------------- check mode == real run
+
+SYSTEM = {"boot_id": "0d6c1c7e-5d1e-4c2a-9d44-6b1f0e2f7a10", "netns_inode": 4026532177}
+NO_INODE = {"boot_id": SYSTEM["boot_id"], "netns_inode": None}
+REASONS = parse_tracepoint_format(recorded("kfree_skb_format.txt"))["reasons"]
+
+
+def _params(**changes):
+    params = {"duration": 3, "backend": "auto", "netns": "self", "dport": 0, "exclude_reasons": [],
+              "max_event_rate": 0, "stacks": False, "top": 50, "max_size_mb": 256, "timeout": 0, "tmpdir": None}
+    params.update(changes)
+    return params
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    """Recorded hosts: (reader, capabilities, tracefs root as TracefsMount would find it) per ladder.
+
+    "everything": bpftrace with BTF, perf, tracefs with instances/, dropwatch with NET_DM, as root.
+    "only perf": perf alone (no bpftrace, tracefs without instances/, no dropwatch).
+    "nothing": no tool, tracefs not mounted, not root.
+    """
+    root = tmp_path_factory.mktemp("host")
+    (root / "sys/kernel/btf").mkdir(parents=True)
+    (root / "sys/kernel/btf/vmlinux").write_text("")
+    (root / "sys/kernel/tracing/instances").mkdir(parents=True)
+    tracefs_root = tmp_path_factory.mktemp("tracefs")
+    (tracefs_root / "instances").mkdir()
+    everything = recorded_host(tools=("perf", "bpftrace", "dropwatch"), root=str(root))
+    only_perf = recorded_host(tools=("perf",))
+    nothing = recorded_host(mounted=False, tools=(), status=STATUS_USER)
+    return {
+        "everything": (everything, collect_capabilities(everything, genl_family=lambda name: 29, euid=0),
+                       str(tracefs_root)),
+        "only perf": (only_perf, collect_capabilities(only_perf, genl_family=lambda name: None, euid=0), None),
+        "nothing": (nothing, collect_capabilities(nothing, genl_family=lambda name: None, euid=1000), None),
+    }
+
+
+def test_recorded_ladders(hosts):
+    available = dict((name, [rung["backend"] for rung in caps["ladder"] if rung["available"]])
+                     for name, (_reader, caps, _root) in hosts.items())
+    assert available == {"everything": ["bpftrace", "perf", "tracefs", "dropwatch"], "only perf": ["perf"],
+                         "nothing": []}
+
+
+class _NotStarted(OSError):
+    pass
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch):
+    """The real run goes through the plan and the backend's real code up to starting its tracer, which is
+    refused here (the tracers run for real in tests/test_backends_lab.py); returns the argv lists asked for."""
+    asked = []
+
+    def start(guard, argv, **kwargs):
+        asked.append(list(argv))
+        raise _NotStarted("not started in unit tests: %s" % argv[0])
+
+    monkeypatch.setattr(CaptureGuard, "start", start)
+    return asked
+
+
+COMBINATIONS = [(ladder, backend, dport, netns, stacks, system)
+                for ladder in ("everything", "only perf", "nothing")
+                for backend in ("auto", "bpftrace", "perf", "tracefs", "dropwatch")
+                for dport in (0, 8000)
+                for netns in ("self", "all")
+                for stacks in (False, True)
+                for system in ("inode known", "inode unknown")]
+
+
+@pytest.mark.parametrize("ladder,backend,dport,netns,stacks,system", COMBINATIONS)
+def test_check_mode_predicts_the_real_run(hosts, nothing_starts, ladder, backend, dport, netns, stacks, system):
+    reader, caps, tracefs_root = hosts[ladder]
+    params = _params(backend=backend, dport=dport, netns=netns, stacks=stacks)
+    host = SYSTEM if system == "inode known" else NO_INODE
+
+    check = cb.describe_capture(reader, cb.plan_capture(params, caps, host, REASONS, tracefs_root))
+    plan = cb.plan_capture(params, caps, host, REASONS, tracefs_root)
+    real = cb.run_capture(reader, plan)
+
+    skipped = check["auto"]["tried"]
+    assert real["auto"]["tried"][:len(skipped)] == skipped
+    if check["status"] in ("unavailable", "failed"):
+        # A refusal: the real run returns the very same capture and starts nothing.
+        assert check["reason"] and nothing_starts == []
+        assert real == check
+        return
+    assert check["status"] == "check_mode" and check["auto"]["chosen"] == check["backend"]
+    started = [tried["backend"] for tried in real["auto"]["tried"][len(skipped):]]
+    # The real run starts the backend check mode named first, then (auto) the rest of the plan.
+    assert started[0] == check["backend"] and started == plan.order
+    if backend != "auto":
+        assert (real["scope"], real.get("port_filter")) == (check["scope"], check.get("port_filter"))
+        assert real["backend"] == check["backend"] == backend
+        # tracefs starts no process: its command names the private instance (a random name).
+        assert [re.sub(r"dropscope-[0-9a-f]{12}$", "dropscope-<random>", arg) for arg in real["command"]] == \
+            check["command"]
+        assert real["status"] == "failed"
+        assert ("trace_pipe" if backend == "tracefs" else "not started in unit tests") in real["reason"]
+
+
+@pytest.mark.parametrize("ladder,backend,dport,netns,system,expected", [
+    ("everything", "auto", 0, "self", SYSTEM, ("check_mode", "bpftrace", None)),
+    ("everything", "auto", 8000, "all", SYSTEM, ("check_mode", "bpftrace", None)),
+    ("everything", "auto", 0, "self", NO_INODE, ("check_mode", "perf", None)),
+    ("everything", "bpftrace", 0, "self", NO_INODE, ("failed", "bpftrace", cb.NETNS_UNKNOWN)),
+    ("everything", "bpftrace", 0, "all", NO_INODE, ("check_mode", "bpftrace", None)),
+    ("everything", "perf", 8000, "self", SYSTEM, ("failed", "perf", cb.PORT_NEEDS_BPFTRACE)),
+    ("everything", "tracefs", 8000, "self", SYSTEM, ("failed", "tracefs", cb.PORT_NEEDS_BPFTRACE)),
+    ("everything", "dropwatch", 0, "self", SYSTEM, ("check_mode", "dropwatch", None)),
+    ("only perf", "auto", 0, "self", SYSTEM, ("check_mode", "perf", None)),
+    ("only perf", "auto", 8000, "self", SYSTEM, (
+        "unavailable", "none", "no capture backend works on this host: bpftrace: bpftrace not installed (package"
+        " bpftrace); perf: %s; tracefs: %s; dropwatch: %s" % ((cb.PORT_NEEDS_BPFTRACE,) * 3))),
+    ("only perf", "bpftrace", 0, "self", SYSTEM, ("unavailable", "bpftrace", "bpftrace not installed (package bpftrace)")),
+    ("only perf", "tracefs", 0, "self", SYSTEM, ("unavailable", "tracefs", "tracefs has no instances/ directory")),
+    ("only perf", "dropwatch", 0, "self", SYSTEM,
+     ("unavailable", "dropwatch", "dropwatch not installed (role dropscope.drops.dropwatch)")),
+    ("nothing", "perf", 0, "self", SYSTEM, ("unavailable", "perf", cb.PERF_MISSING)),
+    ("nothing", "perf", 8000, "self", SYSTEM, ("failed", "perf", cb.PORT_NEEDS_BPFTRACE)),
+])
+def test_plans_on_recorded_ladders(hosts, ladder, backend, dport, netns, system, expected):
+    reader, caps, tracefs_root = hosts[ladder]
+    plan = cb.plan_capture(_params(backend=backend, dport=dport, netns=netns), caps, system, REASONS, tracefs_root)
+    check = cb.describe_capture(reader, plan)
+    assert (check["status"], check["backend"], check["reason"]) == expected
+
+
+def test_check_mode_names_the_command_and_why(hosts):
+    reader, caps, tracefs_root = hosts["only perf"]
+    plan = cb.plan_capture(_params(stacks=True, duration=7), caps, SYSTEM, REASONS, tracefs_root)
+    check = cb.describe_capture(reader, plan)
+    assert check["command"] == ["/usr/bin/perf", "record", "-a", "-e", "skb:kfree_skb", "-g", "--max-size", "256M",
+                                "-o", "perf.data", "--", "sleep", "7"]
+    assert check["auto"] == {
+        "requested": "auto", "chosen": "perf",
+        "why": "perf is the cheapest rung that works here; bpftrace unavailable: bpftrace not installed (package"
+               " bpftrace); tracefs unavailable: tracefs has no instances/ directory; dropwatch unavailable:"
+               " dropwatch not installed (role dropscope.drops.dropwatch)",
+        "tried": [{"backend": "bpftrace", "status": "unavailable", "reason": "bpftrace not installed (package bpftrace)"},
+                  {"backend": "tracefs", "status": "unavailable", "reason": "tracefs has no instances/ directory"},
+                  {"backend": "dropwatch", "status": "unavailable",
+                   "reason": "dropwatch not installed (role dropscope.drops.dropwatch)"}]}
+
+
+def test_tracefs_that_cannot_be_mounted_is_refused(hosts):
+    reader, caps, _root = hosts["everything"]
+    plan = cb.plan_capture(_params(backend="tracefs"), caps, SYSTEM, REASONS, None)
+    assert (plan.refusal["status"], plan.refusal["reason"]) == ("unavailable", cb.TRACEFS_UNMOUNTABLE)
+    assert cb.run_capture(reader, plan) == cb.describe_capture(reader, plan)
 
 
 def test_bpftrace_program_self_deadline():

@@ -69,6 +69,18 @@ def test_normal_exit_removes_tmpdir_and_guardian():
     assert not _alive(guardian)
 
 
+def test_children_run_in_the_c_locale_with_the_extra_environment(monkeypatch):
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    with CaptureGuard(deadline_s=30) as guard:
+        with open(guard.path("env"), "wb") as out:
+            proc = guard.start(["env"], stdout=out, env_update={"TERM": "dumb"})
+            assert guard.wait(proc, timeout=5) == (0, False)
+        with open(guard.path("env"), "r") as handle:
+            env = dict(line.split("=", 1) for line in handle.read().splitlines() if "=" in line)
+    assert (env["LANG"], env["LC_ALL"], env["LC_MESSAGES"], env["TERM"]) == ("C", "C", "C", "dumb")
+
+
 def test_wait_stops_a_process_past_its_timeout():
     with CaptureGuard(deadline_s=30) as guard:
         proc = guard.start(["sleep", "30"])

@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import json
 import os
 
@@ -15,11 +16,12 @@ from ansible_collections.dropscope.drops.plugins.module_utils.run_record import 
     complete_manifest,
     host_record,
     safe_file_name,
+    write_records,
     write_run,
 )
 
 SNAPSHOT = {"schema_version": 1, "protocols": {"UdpNoPorts": 3}}
-CAPTURE = {"schema_version": 1, "backend": "perf", "drops": []}
+CAPTURE = {"schema_version": 1, "backend": "perf", "status": "ok", "reason": None, "drops": []}
 OK = {"before": {"snapshot": SNAPSHOT}, "capture": {"capture": CAPTURE}, "after": {"snapshot": SNAPSHOT}}
 UNREACHABLE = {"unreachable": True, "msg": "Failed to connect to the host via ssh: Connection refused", "changed": False}
 SKIPPED = {"skipped": True, "changed": False}
@@ -114,7 +116,7 @@ def test_complete_manifest_duration():
 def test_host_record_keeps_capabilities_when_present_and_never_fails_without():
     from ansible_collections.dropscope.drops.plugins.module_utils.run_record import host_record
 
-    ok = {"before": {"snapshot": {}}, "capture": {"capture": {}}, "after": {"snapshot": {}}}
+    ok = {"before": {"snapshot": {}}, "capture": {"capture": CAPTURE}, "after": {"snapshot": {}}}
     caps = {"ladder": [{"backend": "bpftrace", "available": True, "reason": None}], "chosen": "bpftrace"}
     record = host_record("h1", dict(ok, capabilities={"changed": False, "capabilities": caps}))
     assert record["status"] == "ok" and record["capabilities"] == caps
@@ -128,3 +130,63 @@ def test_host_record_takes_the_ladder_from_the_capture_result():
     results = dict(OK, capture={"capture": CAPTURE, "capabilities": ladder})
     record = host_record("h1", results)
     assert record["status"] == "ok" and record["capabilities"] == ladder and record["capture"] == CAPTURE
+
+
+NO_NET_DM = "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"
+
+
+@pytest.mark.parametrize("capture, error", [
+    ({"schema_version": 1, "backend": "dropwatch", "status": "unavailable", "reason": NO_NET_DM, "drops": []},
+     "capture failed: dropwatch unavailable: " + NO_NET_DM),
+    ({"schema_version": 1, "backend": "perf", "status": "failed",
+      "reason": "port filter needs the bpftrace backend (only it reads packet headers)", "drops": []},
+     "capture failed: perf failed: port filter needs the bpftrace backend (only it reads packet headers)"),
+    ({"schema_version": 1, "backend": "none", "status": "unavailable", "reason": None, "drops": []},
+     "capture failed: none unavailable: no reason given"),
+])
+def test_a_capture_that_did_not_run_fails_the_host_and_keeps_the_counters(capture, error):
+    results = dict(OK, capture={"capture": capture, "changed": False})
+    record = host_record("h1", results)
+    assert (record["status"], record["error"]) == ("failed", error)
+    assert record["before"] == SNAPSHOT and record["after"] == SNAPSHOT and record["capture"] == capture
+
+
+def test_the_first_problem_is_the_error_a_later_one_is_not():
+    unavailable = {"backend": "dropwatch", "status": "unavailable", "reason": NO_NET_DM}
+    record = host_record("h1", dict(OK, capture={"capture": unavailable}, after=UNREACHABLE))
+    assert (record["status"], record["error"]) == ("failed", "capture failed: dropwatch unavailable: " + NO_NET_DM)
+    assert record["after"] is None
+
+
+def test_check_mode_captures_count_as_runnable():
+    check_mode = {"backend": "bpftrace", "status": "check_mode", "reason": None, "command": ["bpftrace", "x"]}
+    assert host_record("h1", dict(OK, capture={"capture": check_mode}))["status"] == "ok"
+    refused = {"backend": "dropwatch", "status": "unavailable", "reason": NO_NET_DM, "command": []}
+    record = host_record("h1", dict(OK, capture={"capture": refused}))
+    assert (record["status"], record["error"]) == ("failed", "capture failed: dropwatch unavailable: " + NO_NET_DM)
+
+
+def test_a_failed_capture_makes_the_run_incomplete(tmp_path):
+    unavailable = {"backend": "dropwatch", "status": "unavailable", "reason": NO_NET_DM}
+    manifest = write_run(str(tmp_path), "r1", {"h1": OK, "h2": dict(OK, capture={"capture": unavailable})}, {})[1]
+    assert [(h["host"], h["status"]) for h in manifest["hosts"]] == [("h1", "ok"), ("h2", "failed")]
+    h2 = json.loads((tmp_path / "r1" / "hosts" / "h2.json").read_text())
+    assert h2["error"] == "capture failed: dropwatch unavailable: " + NO_NET_DM
+    assert h2["before"] == SNAPSHOT and h2["after"] == SNAPSHOT
+
+
+def test_safe_file_name_keeps_plain_names_and_hashes_changed_ones():
+    taken = set()
+    assert safe_file_name("h1", taken) == "h1.json"
+    assert safe_file_name("web-01.example.com", taken) == "web-01.example.com.json"
+    # "a/b c" is changed, so the real name's hash keeps it apart from a host really called "a_b_c".
+    assert safe_file_name("a/b c", taken) == "a_b_c-%s.json" % hashlib.sha256(b"a/b c").hexdigest()[:8]
+    assert safe_file_name("H1", taken) == "H1-2.json"  # file systems may ignore case
+
+
+def test_write_records_keeps_the_order_given(tmp_path):
+    records = [host_record(name, OK) for name in ("web2", "web10", "db1")]
+    run_dir, manifest = write_records(str(tmp_path), "r1", records, {"parameters": {"duration": 3}})
+    assert [entry["host"] for entry in manifest["hosts"]] == ["web2", "web10", "db1"]
+    assert manifest["parameters"] == {"duration": 3} and manifest["run_id"] == "r1"
+    assert sorted(os.listdir(os.path.join(run_dir, "hosts"))) == ["db1.json", "web10.json", "web2.json"]

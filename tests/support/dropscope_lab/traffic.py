@@ -1,7 +1,7 @@
 """Bounded UDP traffic for the dropscope lab.
 
 Run inside a lab host's network namespace as
-`ip netns exec NS python -m dropscope.lab_traffic {send,receive} ...`, or imported by the lab in the
+`ip netns exec NS python -m dropscope_lab.traffic {send,receive} ...`, or imported by the lab in the
 root namespace. Every loop is bounded by a packet count and a time limit, and destinations must be lab
 addresses (198.18.0.0/15) or loopback.
 """
@@ -80,13 +80,13 @@ def receive_never_read(bind: str, port: int, rcvbuf: int, lifetime: float) -> in
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-    time.sleep(lifetime)  # SIGTERM/SIGKILL from `lab clear`/`lab down` end it sooner
+    time.sleep(lifetime)  # SIGTERM/SIGKILL from `inject clear`/`down` end it sooner
     sock.close()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dropscope.lab_traffic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dropscope_lab.traffic", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     send = sub.add_parser("send", help="send COUNT UDP datagrams to DST:PORT and print {\"sent\": N}")
     send.add_argument("--dst", required=True)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if sent == args.count else 1
         return receive_never_read(args.bind, args.port, args.rcvbuf, args.lifetime)
     except (ValueError, OSError) as exc:
-        print(f"lab_traffic: {exc}", file=sys.stderr)
+        print(f"traffic: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,11 @@
-"""`dropscope lab inject`: make a lab host drop an exact number of packets in a known way (LAB.md recipes)."""
+"""`inject`: make a lab host drop an exact number of packets in a known way.
+
+Each scenario is a drop recipe whose kfree_skb reason, location and counters are known: an nft
+`udp dport N counter drop` rule (NETFILTER_DROP at nft_do_chain; only the rule's counter moves), datagrams
+to a closed UDP port (NO_SOCKET at __udp4_lib_rcv; Udp NoPorts), a receiver with a tiny SO_RCVBUF that
+never reads (SOCKET_RCVBUFF; Udp RcvbufErrors and InErrors, the socket's drops) and a tbf qdisc that
+overflows on transmit (QDISC_DROP; the qdisc's dropped counter).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import dropscope
-from dropscope import lab_traffic
-from dropscope.lab import system
-from dropscope.lab.model import Host, Lab, LabError
+import dropscope_lab
+from dropscope_lab import system, traffic
+from dropscope_lab.model import Host, Lab, LabError
 
 NFT_TABLE = "dropscope_lab"
 DEFAULT_PORTS = {"udp-firewall": 8000, "udp-noport": 9000, "udp-rcvbuf": 9100, "qdisc-tx": 0}
@@ -30,14 +36,17 @@ MAX_PACKETS = 100_000
 Result = dict[str, Any]
 
 
+TRAFFIC_MODULE = "dropscope_lab.traffic"  # run inside a host's netns as `python -m dropscope_lab.traffic`
+
+
 def _traffic_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dropscope.lab_traffic", *args]
+    return [sys.executable, "-m", TRAFFIC_MODULE, *args]
 
 
 def _traffic_env() -> dict[str, str]:
-    """Environment that lets the helper import dropscope even when it is not installed."""
+    """Environment that lets the helper import dropscope_lab (a development package, never installed)."""
     env = dict(os.environ)
-    root = str(Path(dropscope.__file__).resolve().parent.parent)
+    root = str(Path(dropscope_lab.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
@@ -102,11 +111,11 @@ def root_qdisc(netns: str, dev: str = "eth0") -> dict[str, Any] | None:
 
 
 def traffic_pids(netns: str, *needles: str) -> list[int]:
-    """Pids of lab_traffic helpers inside NETNS whose argv contains all NEEDLES."""
+    """Pids of traffic helpers (dropscope_lab.traffic) inside NETNS whose argv contains all NEEDLES."""
     pids = []
     for pid in system.netns_pids(netns):
         argv = system.cmdline(pid)
-        if "dropscope.lab_traffic" in argv and all(n in argv for n in needles):
+        if TRAFFIC_MODULE in argv and all(n in argv for n in needles):
             pids.append(pid)
     return pids
 
@@ -125,7 +134,7 @@ def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
 def _send_from_root(host: Host, port: int, packets: int, timeout: float) -> int:
     if packets == 0:
         return 0
-    sent = lab_traffic.send_udp(host.address, port, packets, timeout=timeout)
+    sent = traffic.send_udp(host.address, port, packets, timeout=timeout)
     if sent != packets:
         raise LabError(f"only {sent} of {packets} datagrams went out within {timeout:g} s")
     return sent
@@ -287,7 +296,8 @@ def qdisc_tx(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> R
         try:
             proc = system.run(system.in_netns(host.netns, _traffic_argv(
                 "send", "--dst", sink, "--port", str(port), "--count", str(packets),
-                "--size", str(QDISC_PAYLOAD), "--timeout", str(timeout))), check=False, timeout=timeout + 10.0)
+                "--size", str(QDISC_PAYLOAD), "--timeout", str(timeout))), check=False, timeout=timeout + 10.0,
+                env=_traffic_env())
             try:
                 sent = int(json.loads(proc.stdout.splitlines()[-1])["sent"])
             except (IndexError, ValueError, KeyError):
@@ -326,7 +336,7 @@ def clear(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> Resu
     stuck = system.kill_and_wait(stuck, timeout=2.0)
     if stuck:
         raise LabError(f"could not stop lab traffic processes {stuck} on {host.name}")
-    removed += [f"lab_traffic pid {p}" for p in pids]
+    removed += [f"traffic pid {p}" for p in pids]
     return {"removed": removed}
 
 

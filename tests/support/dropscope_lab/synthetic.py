@@ -1,21 +1,25 @@
-"""Synthetic run directories that follow docs/run-format.md exactly, for tests and benchmarks.
+"""Synthetic run directories for tests and benchmarks, written by the collection's own run writer.
 
-Build documents with `make_snapshot`, `advance` (an "after" snapshot with given counter increases),
-`make_capture` and `make_host`, then write them with `write_run`. `synthetic_fleet` makes a realistic,
-reproducible fleet of any size.
+Build snapshots with `make_snapshot` and `advance` (an "after" snapshot with given counter increases) and
+captures with `make_capture`; `make_host` turns them into the task results the diagnose role registers
+(`task_results`) and lets `run_record.host_record` make the host file from them, and `write_run` writes
+host files and manifest with `run_record.write_records`: file names, statuses, errors and the manifest
+are exactly what a real run writes. `synthetic_fleet` makes a realistic, reproducible fleet of any size.
+
+Needs the collection on the Python path (`collections/`: pytest has it; benchmarks add it).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import random
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from ansible_collections.dropscope.drops.plugins.module_utils import run_record
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import SCHEMA_VERSION
+
 JSON = dict[str, Any]
 
 SYSFS_STATISTICS = (
@@ -271,6 +275,27 @@ def make_capabilities(chosen: str = "bpftrace") -> JSON:
     return {"schema_version": SCHEMA_VERSION, "kernel_release": "6.18.44", "ladder": ladder, "chosen": chosen}
 
 
+def task_results(status: str, error: str | None, documents: Mapping[str, JSON | None],
+                 capabilities: JSON | None) -> JSON:
+    """What the diagnose role registers for one host (`before`, `capture`, `after`), as run_record gets it.
+
+    DOCUMENTS holds the snapshots and the capture by stage. An ok host's capture result carries
+    `capabilities` (default: this project's ladder). For an unreachable or failed host, the first stage
+    without a document is the task that did not succeed (`error` is its message); the later ones did not run.
+    """
+    if capabilities is None and status == "ok":
+        capabilities = make_capabilities((documents.get("capture") or {}).get("backend") or "bpftrace")
+    results: JSON = {}
+    for stage, key in run_record.STAGES:
+        if documents.get(stage) is None and status != "ok":
+            results[stage] = {status: True, "msg": error, "changed": False}
+            break
+        results[stage] = {key: documents.get(stage), "changed": False}
+        if stage == "capture" and capabilities is not None:
+            results[stage]["capabilities"] = capabilities
+    return results
+
+
 def make_host(
     host: str,
     *,
@@ -281,12 +306,17 @@ def make_host(
     after: JSON | None = None,
     capabilities: JSON | None = None,
 ) -> JSON:
-    """A hosts/<file>.json document (an ok host gets the default capabilities ladder)."""
-    if capabilities is None and status == "ok":
-        capabilities = make_capabilities((capture or {}).get("backend") or "bpftrace")
-    return {"schema_version": SCHEMA_VERSION, "kind": "dropscope-host", "host": host, "status": status,
-            "error": error, "capabilities": capabilities, "before": before, "capture": capture,
-            "after": after}  # fmt: skip
+    """A hosts/<file>.json document, as `run_record.host_record` makes it from the host's task results.
+
+    Its error is the real one: the stage that did not succeed, then `error` ("before: ssh: …"); a capture
+    whose status is not ok makes the host failed (that is what run_record records). Raises ValueError
+    when run_record would not give the host STATUS.
+    """
+    documents = {"before": before, "capture": capture, "after": after}
+    document = run_record.host_record(host, task_results(status, error, documents, capabilities))
+    if document["status"] != status:
+        raise ValueError(f"run_record records {host!r} as {document['status']} ({document['error']}), not {status}")
+    return document
 
 
 def simple_host(
@@ -305,40 +335,23 @@ def simple_host(
     )
 
 
-def safe_file_name(host: str) -> str:
-    """A file name made safe from an inventory name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", host).lstrip(".") or "host"
-
-
 def write_run(
     run_dir: str | Path,
     hosts: Iterable[JSON],
     *,
-    run_id: str = "20261127T030501Z",
+    run_id: str | None = None,
     parameters: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write manifest.json and hosts/*.json for host documents (see `make_host`); returns the run dir."""
+    """Write host documents (see `make_host`) into the new run directory RUN_DIR with run_record; returns it.
+
+    As in a real run, the run id is the directory's name (`run_id`, if given, must equal it), host files
+    get run_record's safe names, the manifest lists the hosts in the order given.
+    """
     run_dir = Path(run_dir)
-    (run_dir / "hosts").mkdir(parents=True, exist_ok=True)
-    entries = []
-    used: set[str] = set()
-    for document in hosts:
-        stem = safe_file_name(document["host"])
-        candidate, number = stem, 1
-        while candidate in used:
-            number += 1
-            candidate = f"{stem}-{number}"
-        used.add(candidate)
-        file = f"hosts/{candidate}.json"
-        (run_dir / file).write_text(json.dumps(document, indent=1), encoding="utf-8")
-        entries.append(
-            {"host": document["host"], "file": file, "status": document["status"], "error": document["error"]}
-        )
+    if run_id is not None and run_id != run_dir.name:
+        raise ValueError(f"a run's id is its directory's name: {run_dir.name!r}, not {run_id!r}")
     parameters = dict(parameters or {"duration": 10, "stacks": False, "top": 50, "target": "all"})
     manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "dropscope-run",
-        "run_id": run_id,
         "started": "2026-11-27T03:05:01.200000+00:00",
         "finished": "2026-11-27T03:05:14.410000+00:00",
         "duration_s": 13.2,
@@ -349,10 +362,9 @@ def write_run(
         "limit": None,
         "versions": {"ansible": "2.19.14", "python": "/usr/bin/python3"},
         "parameters": parameters,
-        "hosts": entries,
     }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    return run_dir
+    written, _ = run_record.write_records(str(run_dir.parent), run_dir.name, list(hosts), manifest)
+    return Path(written)
 
 
 def synthetic_fleet(

@@ -1,4 +1,4 @@
-"""Building (`lab up`) and removing (`lab down`) a fleet of SSH hosts as network namespaces."""
+"""Building (`up`) and removing (`down`) a fleet of SSH hosts as network namespaces."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from dropscope.lab import system
-from dropscope.lab.model import (
+from dropscope_lab import system
+from dropscope_lab.model import (
     MARKER,
     STATE_ROOT,
     Lab,

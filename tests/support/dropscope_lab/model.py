@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dropscope.lab_traffic import LAB_RANGE
+from dropscope_lab.traffic import LAB_RANGE
 
+PROG = "tests/support/lab"  # how the lab is run from the repository (a wrapper around dropscope_lab.cli)
 STATE_ROOT = Path("/run/dropscope-lab")
 DEFAULT_NAME = "dslab"
 DEFAULT_SUBNET = "198.18.0.0/24"
@@ -30,7 +31,7 @@ class LabError(Exception):
 
 
 class LabExists(LabError):
-    """`lab up` found a lab (or part of one) with the same name."""
+    """`up` found a lab (or part of one) with the same name."""
 
 
 def check_name(name: str) -> str:
@@ -73,7 +74,7 @@ def mac_for(address: ipaddress.IPv4Address) -> str:
 
 
 def pointer_file(name: str) -> Path:
-    """Where `lab up --state-dir` records a non-default state dir so `down`/`inject` find it."""
+    """Where `up --state-dir` records a non-default state dir so `down`/`inject` find it."""
     return STATE_ROOT / f"{name}.state-dir"
 
 
@@ -239,7 +240,7 @@ def load_lab(name: str, state_dir: str | None = None) -> Lab:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LabError(f"no lab {name!r} ({path} is missing); run `dropscope lab up --name {name}`") from None
+        raise LabError(f"no lab {name!r} ({path} is missing); run `{PROG} up --name {name}`") from None
     except (OSError, ValueError) as exc:
         raise LabError(f"cannot read {path}: {exc}") from None
     return Lab.from_json(data)

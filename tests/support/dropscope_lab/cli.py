@@ -1,7 +1,12 @@
-"""`dropscope lab`: a fleet of SSH hosts as network namespaces on this machine, and drops to inject into it.
+"""The lab's command, run from the repository as `tests/support/lab` (or `python3 -m dropscope_lab` with
+tests/support on the Python path): a fleet of SSH hosts as network namespaces on this machine, and drops
+to inject into it.
 
 Needs root. Hosts live in 198.18.0.0/15 (reserved for benchmarking), on a bridge of their own; traffic
-only ever goes to lab addresses. See docs and LAB.md for the recipes behind `inject`.
+only ever goes to lab addresses. `inject` makes the kernel drop packets in known ways: an nft rule
+(NETFILTER_DROP at nft_do_chain), a closed UDP port (NO_SOCKET at __udp4_lib_rcv, Udp NoPorts), a
+receiver with a tiny SO_RCVBUF that never reads (SOCKET_RCVBUFF, Udp RcvbufErrors) and a tbf qdisc that
+overflows on transmit (QDISC_DROP, the qdisc's dropped counter).
 """
 
 from __future__ import annotations
@@ -13,9 +18,18 @@ import signal
 import sys
 import time
 
-from dropscope.lab.model import DEFAULT_NAME, DEFAULT_SUBNET, MAX_HOSTS, STATE_ROOT, Lab, LabError, LabExists
+from dropscope_lab.model import (
+    DEFAULT_NAME,
+    DEFAULT_SUBNET,
+    MAX_HOSTS,
+    PROG,
+    STATE_ROOT,
+    Lab,
+    LabError,
+    LabExists,
+)
 
-__all__ = ["add_arguments"]
+__all__ = ["build_parser", "main"]
 
 
 def _non_negative(text: str) -> int:
@@ -32,11 +46,10 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_arguments(subparsers: argparse._SubParsersAction) -> None:
-    """Register `lab` and its sub-commands on the `dropscope` parser."""
-    lab = subparsers.add_parser("lab", help="build a test fleet of SSH hosts (network namespaces) and inject drops",
-                                description=__doc__)
-    commands = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+def build_parser() -> argparse.ArgumentParser:
+    """The lab's parser: `up`, `down` and `inject`."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    commands = parser.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
 
     up = commands.add_parser("up", help="build hosts h1..hN with their own sshd; print the inventory path")
     up.add_argument("--hosts", type=_positive, default=3, help=f"number of hosts (default 3, at most {MAX_HOSTS})")
@@ -53,7 +66,7 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
     down.set_defaults(func=cmd_down)
 
     inject = commands.add_parser("inject", help="make a host drop an exact number of packets; prints a JSON line")
-    from dropscope.lab.inject import DEFAULT_PORTS, SCENARIOS
+    from dropscope_lab.inject import DEFAULT_PORTS, SCENARIOS
 
     inject.add_argument("scenario", choices=sorted(SCENARIOS),
                         help="udp-firewall (nft drop), udp-noport (closed port), udp-rcvbuf (full socket buffer), "
@@ -68,6 +81,7 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
     inject.add_argument("--timeout", type=float, default=30.0, help="time limit of the traffic, seconds (default 30)")
     inject.add_argument("--state-dir", help=argparse.SUPPRESS)
     inject.set_defaults(func=cmd_inject)
+    return parser
 
 
 def _need_root() -> None:
@@ -76,14 +90,14 @@ def _need_root() -> None:
 
 
 def _fail(exc: Exception) -> int:
-    print(f"dropscope lab: {exc}", file=sys.stderr)
+    print(f"{PROG}: {exc}", file=sys.stderr)
     return 1
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """`lab up`: build the lab or refuse if one of that name exists; tear down on any failure."""
-    from dropscope.lab import fleet
-    from dropscope.lab.model import check_name, check_state_dir, check_subnet
+    """`up`: build the lab or refuse if one of that name exists; tear down on any failure."""
+    from dropscope_lab import fleet
+    from dropscope_lab.model import check_name, check_state_dir, check_subnet
 
     start = time.monotonic()
     try:
@@ -96,7 +110,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         found = fleet.existing_parts(name, state_dir)
         if found:
             raise LabExists(f"lab {name!r} already exists ({'; '.join(found)}); "
-                            f"run `dropscope lab down --name {name}` first, or pick another --name")
+                            f"run `{PROG} down --name {name}` first, or pick another --name")
         users = fleet.subnet_users(subnet)
         if users:
             raise LabError(f"subnet {subnet} is in use ({'; '.join(users)}); pick another --subnet")
@@ -110,7 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         fleet.build(lab, custom_state_dir=bool(args.state_dir))
-        print(f"dropscope lab: {name}: {len(lab.hosts)} hosts up in {time.monotonic() - start:.2f} s",
+        print(f"{PROG}: {name}: {len(lab.hosts)} hosts up in {time.monotonic() - start:.2f} s",
               file=sys.stderr)
         print(lab.inventory, flush=True)
     except LabExists as exc:  # lost a race with another `up`: what exists is not ours
@@ -118,7 +132,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except BaseException as exc:
         left = fleet.teardown(name, str(state_dir))
         if left:
-            print(f"dropscope lab: clean-up left {', '.join(left)}", file=sys.stderr)
+            print(f"{PROG}: clean-up left {', '.join(left)}", file=sys.stderr)
         if isinstance(exc, LabError):
             return _fail(LabError(f"lab up failed, removed what was built: {exc}"))
         raise
@@ -128,8 +142,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """`lab down`: remove every trace of the lab."""
-    from dropscope.lab import fleet
+    """`down`: remove every trace of the lab."""
+    from dropscope_lab import fleet
 
     start = time.monotonic()
     try:
@@ -139,14 +153,14 @@ def cmd_down(args: argparse.Namespace) -> int:
         return _fail(exc)
     if left:
         return _fail(LabError(f"lab {args.name} not fully removed: {', '.join(left)}"))
-    print(f"dropscope lab: {args.name}: down in {time.monotonic() - start:.2f} s", file=sys.stderr)
+    print(f"{PROG}: {args.name}: down in {time.monotonic() - start:.2f} s", file=sys.stderr)
     return 0
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    """`lab inject`: run a drop scenario and print one JSON line describing it."""
-    from dropscope.lab.inject import inject
-    from dropscope.lab.model import load_lab
+    """`inject`: run a drop scenario and print one JSON line describing it."""
+    from dropscope_lab.inject import inject
+    from dropscope_lab.model import load_lab
 
     try:
         _need_root()
@@ -156,3 +170,8 @@ def cmd_inject(args: argparse.Namespace) -> int:
         return _fail(exc)
     print(json.dumps(result), flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

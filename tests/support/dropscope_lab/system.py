@@ -13,17 +13,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dropscope.lab.model import LabError
+from dropscope_lab.model import LabError
 
 NETNS_DIR = Path("/run/netns")
 
 
-def run(argv: Sequence[str], *, check: bool = True, stdin: str | None = None,
-        timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run ARGV, capture its output, and raise LabError (with stderr) if CHECK and it fails."""
+def run(argv: Sequence[str], *, check: bool = True, stdin: str | None = None, timeout: float = 30.0,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ARGV (with ENV, if given), capture its output, and raise LabError (with stderr) if CHECK and it fails."""
     try:
         proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              check=False, env=env)
     except FileNotFoundError:
         raise LabError(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:

@@ -1,0 +1,268 @@
+"""The one report builder: a run directory in, the built report (report.json's document) out.
+
+    load (read + validate) -> deltas (counter arithmetic) -> findings (knowledge base) -> build -> renderers
+
+`build_report(run_dir)` reads host files one at a time and keeps only each host's report parts, so a large
+fleet fits in memory. The built report holds everything the renderers (report.json writer, report.html,
+compare, check) need: besides counters, captures, findings and verdicts, each host's collection `notes`,
+the texts of its firewall rules that moved (`firewall_rules`) and its drop counters (`drop_counters`,
+marked by the knowledge base); the run's `warnings`; and the knowledge base's background text of every
+finding (`knowledge`). Renderers read the built report only (and `counter_items` to walk a host's counters).
+
+Decisions the contract leaves open (kept deliberately simple):
+
+- Fleet totals count the drops of the captures listed in each host's report (the capture's `other`
+  remainder is not itemised and so is not counted; the HTML notes it). Captures whose scope is not
+  "kernel" are counted per host. `fleet.kernels` lists every kernel-scope boot_id, shared or not.
+- report.json lists hosts in manifest order (the HTML sorts them worst first). A manifest `command`
+  given as a list of words is joined into one shell-quoted string.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second, snapshot_deltas
+from dropscope.findings import drop_counter_rows, finding_background, finish_findings, host_findings
+from dropscope.knowledge_base import KnowledgeBase, default_knowledge
+from dropscope.load import (
+    HOST_STATUSES,
+    JSON,
+    SCHEMA_VERSION,
+    HostRecord,
+    load_host,
+    load_manifest,
+    rule_texts,
+    run_warnings,
+)
+
+
+def group_drops(drops: Iterable[Mapping[str, Any]]) -> list[JSON]:
+    """Drop groups summed by reason × location × protocol × port (offsets merged), largest first.
+
+    `port` (the local L4 port, from backends that read packet headers) is kept only where known.
+    """
+    totals: dict[tuple[str, str, str | None, int | None], int] = {}
+    for drop in drops:
+        key = (drop["reason"], drop["location"], drop.get("protocol"), drop.get("port"))
+        totals[key] = totals.get(key, 0) + drop["count"]
+    ordered = sorted(
+        totals.items(), key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2] or "", item[0][3] or 0)
+    )
+    groups = []
+    for (reason, location, protocol, port), count in ordered:
+        if count:
+            group = {"reason": reason, "location": location, "protocol": protocol, "count": count}
+            if port is not None:
+                group["port"] = port
+            groups.append(group)
+    return groups
+
+
+def capture_summary(capture: JSON | None) -> JSON | None:
+    """The report.json `capture` part of a host."""
+    if capture is None:
+        return None
+    return {
+        "backend": capture.get("backend"),
+        "status": capture.get("status"),
+        "reason": capture.get("reason"),
+        "scope": capture.get("scope"),
+        "duration_s": capture.get("duration_s"),
+        "events": capture.get("events"),
+        "lost_events": capture.get("lost_events"),
+        "drops": group_drops(capture.get("drops") or []),
+    }
+
+
+def host_drop_total(host_report: Mapping[str, Any]) -> int:
+    """Sum of a report host's itemised capture drops (0 without a capture)."""
+    capture = host_report.get("capture") or {}
+    return sum(drop["count"] for drop in capture.get("drops") or [])
+
+
+def _ranked(totals: Mapping[str, int], key: str) -> list[JSON]:
+    return [{key: name, "count": count} for name, count in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def fleet_summary(host_reports: list[JSON], capture_boot_ids: list[str | None]) -> JSON:
+    """Fleet part of report.json. `capture_boot_ids[i]` is host i's capture boot_id (None if no ok capture).
+
+    Captures with scope "kernel" and the same boot_id saw the same drops: they are counted once, from the
+    host with the most events (ties: the first in run order).
+    """
+    fleet: JSON = {"hosts": len(host_reports)}
+    for status in HOST_STATUSES:
+        fleet[status] = sum(1 for host in host_reports if host["status"] == status)
+
+    kernels: dict[str, list[int]] = {}
+    counted: list[int] = []
+    for index, host in enumerate(host_reports):
+        capture = host.get("capture")
+        if not capture or capture.get("status") != "ok":
+            continue
+        boot_id = capture_boot_ids[index]
+        if capture.get("scope") == "kernel" and boot_id:
+            kernels.setdefault(boot_id, []).append(index)
+        else:
+            counted.append(index)
+    kernel_entries = []
+    for boot_id, members in kernels.items():
+        chosen = max(members, key=lambda i: (host_reports[i]["capture"].get("events") or 0, -i))
+        counted.append(chosen)
+        kernel_entries.append(
+            {
+                "boot_id": boot_id,
+                "hosts": [host_reports[i]["host"] for i in members],
+                "counted_from": host_reports[chosen]["host"],
+            }
+        )
+
+    reasons: dict[str, int] = {}
+    locations: dict[str, int] = {}
+    total = 0
+    for index in sorted(counted):
+        for drop in host_reports[index]["capture"]["drops"]:
+            total += drop["count"]
+            reasons[drop["reason"]] = reasons.get(drop["reason"], 0) + drop["count"]
+            locations[drop["location"]] = locations.get(drop["location"], 0) + drop["count"]
+    fleet["drops"] = total
+    fleet["kernels"] = kernel_entries
+    fleet["reasons"] = _ranked(reasons, "reason")
+    fleet["locations"] = _ranked(locations, "location")
+    return fleet
+
+
+def host_report(record: HostRecord) -> JSON:
+    """The report.json entry of one host."""
+    latest = record.after or record.before
+    if latest is not None:
+        kernel = {"release": latest["system"]["kernel_release"], "boot_id": latest["system"]["boot_id"]}
+    else:
+        kernel = {"release": None, "boot_id": (record.capture or {}).get("boot_id")}
+    report: JSON = {
+        "host": record.host,
+        "status": record.status,
+        "error": record.error,
+        "kernel": kernel,
+        "interval_s": None,
+        "capture": capture_summary(record.capture),
+        "counters": {},
+        "resets": [],
+        "appeared": {"interfaces": [], "qdiscs": []},
+        "vanished": {"interfaces": [], "qdiscs": []},
+        "capabilities": capabilities_summary(record.capabilities),
+        "notes": record.notes,
+    }
+    if record.before is not None and record.after is not None:
+        report.update(snapshot_deltas(record.before, record.after))
+    return report
+
+
+def capabilities_summary(capabilities: JSON | None) -> JSON | None:
+    """The report.json `capabilities` part: which capture backend was chosen and why the others were not."""
+    if not capabilities:
+        return None
+    ladder = [
+        {"backend": rung.get("backend"), "available": bool(rung.get("available")), "reason": rung.get("reason")}
+        for rung in capabilities.get("ladder") or []
+        if isinstance(rung, dict)
+    ]
+    return {"chosen": capabilities.get("chosen"), "ladder": ladder}
+
+
+def run_summary(manifest: Mapping[str, Any]) -> JSON:
+    """The report.json `run` part."""
+    command = manifest.get("command")
+    if isinstance(command, list) and all(isinstance(word, str) for word in command):
+        command = shlex.join(command)  # report.json's command is one string
+    return {
+        "run_id": manifest.get("run_id"),
+        "started": manifest.get("started"),
+        "duration_s": manifest.get("duration_s"),
+        "command": command,
+        "parameters": manifest.get("parameters") or {},
+    }
+
+
+def drop_counter_marks(rows: Iterable[Mapping[str, Any]]) -> JSON:
+    """report.json's `drop_counters`: the `counters` shape, drop counters only, each → its counters.yml id.
+
+    >>> rows = [{"section": "protocols", "object": None, "counter": "UdpNoPorts", "_key": "udp-noports"},
+    ...         {"section": "qdiscs", "object": "eth0 tbf 1:", "counter": "dropped", "_key": "qdisc-dropped"}]
+    >>> drop_counter_marks(rows)
+    {'protocols': {'UdpNoPorts': 'udp-noports'}, 'qdiscs': {'eth0 tbf 1:': {'dropped': 'qdisc-dropped'}}}
+    """
+    marks: JSON = {}
+    for row in rows:
+        section = marks.setdefault(row["section"], {})
+        target = section if row["object"] is None else section.setdefault(row["object"], {})
+        target[row["counter"]] = row["_key"]
+    return marks
+
+
+def counter_items(
+    host: Mapping[str, Any], levels: bool = False
+) -> Iterable[tuple[str, str | None, str, int, float | None, str | None]]:
+    """(section, object, counter, delta, rate, drop) of every counter that moved on a report host.
+
+    `rate` is per second (3 decimals; None without an interval); `drop` is the counters.yml id of a drop
+    counter (the knowledge base's mark in `drop_counters`), None for any other counter. LEVELS adds the
+    qdiscs' levels at the end of the run (`backlog_now`, `qlen_now`: not counters, never drops). How every
+    renderer walks a host's counters.
+    """
+    interval = host.get("interval_s")
+    marks = host.get("drop_counters") or {}
+    for section, obj, counter, delta in iter_counters(host.get("counters") or {}):
+        if not levels and counter.endswith(GAUGE_SUFFIX):
+            continue
+        marked = marks.get(section) or {}
+        if obj is not None:
+            marked = marked.get(obj) or {}
+        yield section, obj, counter, delta, per_second(delta, interval), marked.get(counter)
+
+
+def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) -> JSON:
+    """The built report (report.json's document) of a run directory; raises RunError for a bad manifest.
+
+    `knowledge` is the knowledge base (default: the shipped one). Host files are read one at a time.
+    """
+    knowledge = knowledge or default_knowledge()
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    hosts: list[JSON] = []
+    files: list[str] = []
+    boot_ids: list[str | None] = []
+    for index, entry in enumerate(manifest["hosts"]):
+        record = load_host(run_dir, index, entry)
+        host = host_report(record)
+        texts = rule_texts(record)
+        moved_rules = host["counters"].get("firewall") or {}
+        host["firewall_rules"] = {key: texts[key] for key in moved_rules if key in texts}
+        rows = drop_counter_rows(host, texts, knowledge)
+        host["drop_counters"] = drop_counter_marks(rows)
+        host["findings"] = host_findings(host, rows, knowledge)
+        hosts.append(host)
+        files.append(record.file)
+        capture = record.capture or {}
+        boot_ids.append(capture.get("boot_id") if capture.get("status") == "ok" else None)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "run": run_summary(manifest),
+        "fleet": fleet_summary(hosts, boot_ids),
+        "hosts": hosts,
+    }
+    finish_findings(report)
+    report["warnings"] = run_warnings(run_dir, files, [host["host"] for host in hosts])
+    background: JSON = {}
+    for finding in [*(f for host in hosts for f in host["findings"]), *report["fleet"]["findings"]]:
+        if finding["key"] not in background:
+            background[finding["key"]] = finding_background(finding, knowledge)
+    report["knowledge"] = {
+        "sources": list(knowledge.sources),
+        "findings": {key: entry for key, entry in background.items() if entry},
+    }
+    return report

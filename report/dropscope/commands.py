@@ -1,0 +1,90 @@
+"""Plumbing every sub-command shares: registering it (with `--knowledge`), the knowledge base it asked
+for, and writing output files so that readers never see half a file.
+
+A leaf module: it imports only the knowledge base, so any command module may use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from dropscope.knowledge_base import KnowledgeBase, default_knowledge, load_knowledge
+
+T = TypeVar("T")
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    summary: str,
+    description: str | None,
+) -> argparse.ArgumentParser:
+    """Register sub-command NAME (run by FUNC; SUMMARY for `dropscope --help`, DESCRIPTION for its own) with
+    its `--knowledge FILE` option; the command adds its own arguments to the parser returned."""
+    parser = subparsers.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--knowledge",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="YAML file overriding or extending the knowledge base (reasons, counters, severity thresholds)",
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def knowledge_from(args: argparse.Namespace) -> KnowledgeBase:
+    """The knowledge base for a command's arguments (raises KnowledgeError for a bad user file)."""
+    path = getattr(args, "knowledge", None)
+    return load_knowledge(path) if path is not None else default_knowledge()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: Path, text: str | Iterable[str]) -> None:
+    """Write text (or its chunks) to path via a temporary file in the same directory and os.replace.
+
+    Readers never see half a file.
+    """
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if isinstance(text, str):
+                handle.write(text)
+            else:
+                handle.writelines(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def run_guarded(
+    command: str, writing: str, action: Callable[[], T], bad_input: tuple[type[Exception], ...]
+) -> T | None:
+    """ACTION's result; None after printing "dropscope COMMAND: …" for a BAD_INPUT error or one writing WRITING."""
+    try:
+        return action()
+    except bad_input as exc:
+        print(f"dropscope {command}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"dropscope {command}: cannot write {writing}: {exc}", file=sys.stderr)
+    return None

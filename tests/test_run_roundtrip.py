@@ -1,0 +1,114 @@
+"""The run format round trip: the collection's snapshot and capture -> run_record -> `dropscope report`.
+
+The snapshots are real (snapshot.collect_snapshot on this machine, in a network namespace of the test's
+own so the counters move by exactly what the test sends); the capture is the collection's capture
+skeleton with known drops. run_record writes the run as the playbook does, and the report must show
+exactly those drops and counters, and the host whose capture did not run as failed with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from ansible_collections.dropscope.drops.plugins.module_utils import run_record
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import new_capture
+from conftest import REPO
+
+DATAGRAMS = 7
+CLOSED_PORT = 9
+NO_NET_DM = "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"
+
+# Runs in a fresh network namespace: snapshot, DATAGRAMS to a closed UDP port on loopback, snapshot.
+SNAPSHOTS = f"""
+import json, shutil, socket, subprocess, sys, time
+from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import C_LOCALE, HostReader, collect_snapshot
+
+def run(argv):
+    env = dict(C_LOCALE, PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+def no_ports():
+    lines = [line.split() for line in open("/proc/net/snmp") if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("NoPorts")])
+
+subprocess.run(["ip", "link", "set", "dev", "lo", "up"], check=True)
+reader = HostReader(run, shutil.which)
+before = collect_snapshot(reader)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    for _ in range({DATAGRAMS}):
+        sock.sendto(b"dropscope round trip", ("127.0.0.1", {CLOSED_PORT}))
+deadline = time.monotonic() + 5
+while no_ports() < {DATAGRAMS} and time.monotonic() < deadline:
+    time.sleep(0.01)
+after = collect_snapshot(reader)
+json.dump({{"before": before, "after": after}}, sys.stdout)
+"""
+
+
+def _snapshots() -> dict:
+    """Real before/after snapshots from a network namespace of our own (root: `unshare --net`)."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root for a network namespace of its own (run as root after `bash .ci/install`)")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "collections"))
+    proc = subprocess.run(["unshare", "--net", sys.executable, "-c", SNAPSHOTS], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _capture(snapshot: dict, backend: str) -> dict:
+    system = snapshot["system"]
+    return new_capture(backend, 1, False, system["boot_id"], system["netns_inode"], 128)
+
+
+def test_collection_snapshot_and_capture_through_run_record_to_the_report(tmp_path):
+    snapshots = _snapshots()
+    before, after = snapshots["before"], snapshots["after"]
+
+    captured = _capture(before, "bpftrace")
+    drop = {"reason": "NO_SOCKET", "location": "__udp4_lib_rcv", "offset": "0x4bc", "protocol": "IPv4",
+            "l4": "udp", "port": CLOSED_PORT, "count": DATAGRAMS}
+    captured.update(scope="netns", duration_s=1.0, started_wall=before["time"]["wall"], events=DATAGRAMS,
+                    drops=[drop], command=["bpftrace", "-f", "json", "drops.bt"])
+    unavailable = _capture(before, "dropwatch")
+    unavailable.update(status="unavailable", reason=NO_NET_DM)
+    results = {
+        "h1": {"before": {"snapshot": before, "changed": False},
+               "capture": {"capture": captured, "changed": False},
+               "after": {"snapshot": after, "changed": False}},
+        "h2": {"before": {"snapshot": before, "changed": False},
+               "capture": {"capture": unavailable, "changed": False},
+               "after": {"snapshot": after, "changed": False}},
+    }
+    run_dir, manifest = run_record.write_run(str(tmp_path), "roundtrip", results,
+                                             {"parameters": {"duration": 1, "backend": "auto", "dport": 0}})
+    error = "capture failed: dropwatch unavailable: " + NO_NET_DM
+    assert [(h["host"], h["status"], h["error"]) for h in manifest["hosts"]] == [("h1", "ok", None),
+                                                                                  ("h2", "failed", error)]
+
+    proc = subprocess.run([sys.executable, "-m", "dropscope", "report", run_dir], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "roundtrip" / "report.json").read_text())
+    hosts = {host["host"]: host for host in report["hosts"]}
+    h1, h2 = hosts["h1"], hosts["h2"]
+    assert (h1["status"], h1["error"]) == ("ok", None)
+    assert [(d["reason"], d["location"], d["port"], d["count"]) for d in h1["capture"]["drops"]] == [
+        ("NO_SOCKET", "__udp4_lib_rcv", CLOSED_PORT, DATAGRAMS)]
+    assert h1["counters"]["protocols"]["UdpNoPorts"] == DATAGRAMS  # the real counters moved by what was sent
+    assert h1["kernel"]["boot_id"] == before["system"]["boot_id"]
+    assert (h2["status"], h2["error"]) == ("failed", error)
+    assert (report["fleet"]["ok"], report["fleet"]["failed"]) == (1, 1)
+
+    # An incomplete run, no threshold violated: `dropscope check` exits 3 and names the failed host.
+    thresholds = tmp_path / "thresholds.yml"
+    thresholds.write_text("reasons:\n  - reason: \"*\"\n    max_rate: 1000000\n")
+    check = subprocess.run([sys.executable, "-m", "dropscope", "check", run_dir, "--thresholds", str(thresholds)],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 3, check.stdout + check.stderr
+    assert "h2: failed" in check.stdout
