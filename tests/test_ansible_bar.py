@@ -54,6 +54,44 @@ def test_ansible_test_sanity_is_clean():
         p.read_text().strip() for p in (COLLECTION / "tests" / "sanity").glob("ignore-*.txt")), "no ignore entries"
 
 
+def _claimed_target_pythons() -> list[str]:
+    """Every Python the collection's modules claim to run on: ansible-test's supported versions that meet
+    tests/config.yml's python_requires (the modules' docs say the same)."""
+    from ansible_test._internal.constants import SUPPORTED_PYTHON_VERSIONS
+
+    config = (COLLECTION / "tests" / "config.yml").read_text()
+    lowest = re.search(r'python_requires:\s*">=(\d+)\.(\d+)"', config)
+    assert lowest, "tests/config.yml: modules.python_requires is missing"
+    floor = (int(lowest.group(1)), int(lowest.group(2)))
+    return [v for v in SUPPORTED_PYTHON_VERSIONS if tuple(map(int, v.split("."))) >= floor]
+
+
+def _interpreter(version: str) -> str | None:
+    """A working pythonX.Y: on PATH, or one of pyenv's versions (only the global one is on PATH there)."""
+    candidates = [os.environ.get(f"DROPSCOPE_PYTHON{version.replace('.', '')}", "")]
+    candidates += sorted(str(p) for p in (Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "import venv, ensurepip"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+CONTROLLER_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+@pytest.mark.parametrize("version", [v for v in _claimed_target_pythons() if v != CONTROLLER_PYTHON])
+def test_modules_compile_and_import_on_every_target_python(version, tmp_path):
+    """ansible-test's target-side sanity (compile, import) on each claimed Python; the full set runs above."""
+    python = _interpreter(version)
+    assert python, (f"no working python{version} (pyenv version {version}.x or DROPSCOPE_PYTHON"
+                    f"{version.replace('.', '')}); .ci/install checks for it")
+    (tmp_path / f"python{version}").symlink_to(python)
+    rc, out = _run(["ansible-test", "sanity", "--test", "compile", "--test", "import", "--venv", "--python", version],
+                   cwd=COLLECTION, env={"PATH": f"{tmp_path}:{os.environ['PATH']}"}, timeout=900)
+    assert rc == 0, out[-6000:]
+    assert f'Running sanity test "compile" on Python {version}' in out
+
+
 def test_ansible_lint_production_profile_is_clean():
     rc, out = _run([sys.executable, "-m", "ansiblelint", "--offline"])
     assert rc == 0, out[-6000:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tupl
     thread = threading.Thread(target=lambda: result.update(_module(netns, "drop_capture", args)))
     thread.start()
     deadline = time.monotonic() + 30
-    ready_by_marker = args.get("backend") in ("bpftrace", "tracefs", "auto")
+    ready_by_marker = args.get("backend") in ("bpftrace", "perf", "tracefs", "auto")
     if ready_by_marker:
         while inode not in _ready_netns():
             assert thread.is_alive() and time.monotonic() < deadline, result
@@ -89,7 +90,7 @@ def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tupl
                 for scenario, target, packets in inject]
     thread.join(timeout=120)
     assert "capture" in result, result
-    return {"capture": result["capture"], "injected": injected}
+    return {"capture": result["capture"], "before": result["before"], "after": result["after"], "injected": injected}
 
 
 def _drops(capture: dict, reason: str) -> dict[str, int]:
@@ -139,6 +140,37 @@ def test_bpftrace_netns_self_is_exact_per_host(lab3, clean_state):
     rule = next(d for d in capture["drops"] if d["reason"] == "NETFILTER_DROP")
     assert (rule["l4"], rule["port"], rule["protocol"]) == ("udp", 8000, "IPv4")
     assert capture["guard"]["active"] is False
+    # The module read h1's counters in the capture's window: the rule counted what the capture saw.
+    key = next(key for key in run["after"]["firewall"] if "dropscope_lab" in key)
+    assert run["after"]["firewall"][key]["packets"] - run["before"]["firewall"][key]["packets"] == 211
+    assert capture["window"]["complete"] and capture["window"]["difference_s"] <= 0.5, capture["window"]
+
+
+def test_a_capture_that_dies_mid_way_keeps_the_counters_read_before_it(lab3, clean_state):
+    """bpftrace killed while it counts: the capture is failed with the reason, the BEFORE counters are kept."""
+    netns = lab3["hosts"]["h1"]["netns"]
+    inode = os.stat(f"/run/netns/{netns}").st_ino
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        _module(netns, "drop_capture", {"duration": 30, "backend": "bpftrace", "max_event_rate": 0})))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while inode not in _ready_netns():
+        assert thread.is_alive() and time.monotonic() < deadline, result
+        time.sleep(0.02)
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    tracers = [int(pid) for pid in pids if Path(f"/proc/{pid}/comm").exists()
+               and Path(f"/proc/{pid}/comm").read_text().strip() == "bpftrace"]
+    assert len(tracers) == 1, tracers
+    os.kill(tracers[0], signal.SIGKILL)
+    thread.join(timeout=60)
+    capture = result["capture"]
+    assert (capture["status"], capture["backend"]) == ("failed", "bpftrace")
+    assert capture["reason"].startswith("bpftrace did not finish (exit -9)"), capture["reason"]
+    assert [tried["backend"] for tried in capture["auto"]["tried"]] == ["bpftrace"]
+    assert result["before"]["errors"] == [] and result["before"]["system"]["netns_inode"] == inode
+    assert result["after"] is None
+    assert capture["window"]["complete"] is False and capture["window"]["before_read_s"] is not None
 
 
 # A bounded background sender (loopback inside one lab host, at most RATE packets/s for SECONDS s).
@@ -202,10 +234,13 @@ def test_tracefs_sees_the_kernel_in_its_own_instance(lab3, clean_state):
 
 
 def test_perf_sees_the_kernel(lab3, clean_state):
-    run = _capture_while_injecting(lab3, "h1", {"duration": 4, "backend": "perf"}, [("udp-noport", "h2", 90)])
+    run = _capture_while_injecting(lab3, "h2", {"duration": 4, "backend": "perf"}, [("udp-noport", "h2", 90)])
     capture = run["capture"]
     assert (capture["status"], capture["scope"]) == ("ok", "kernel"), capture["reason"]
     assert _drops(capture, "NO_SOCKET").get("__udp4_lib_rcv", 0) >= 90
+    # Live at perf's ack of `enable`, stopped after its ack of `disable`: h2's counters in the same window.
+    assert run["after"]["protocols"]["UdpNoPorts"] - run["before"]["protocols"]["UdpNoPorts"] == 90
+    assert capture["window"]["complete"] and capture["window"]["difference_s"] <= 0.5, capture["window"]
 
 
 def test_auto_chooses_per_host_and_says_why(lab3, clean_state):

@@ -8,6 +8,7 @@ h3 overflows a tbf qdisc on transmit. The report must show exactly those numbers
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -123,6 +124,59 @@ def test_host_files_hold_ports_and_the_capabilities_ladder(fleet_run):
         assert ladder["dropwatch"]["available"] is False
 
 
+CAPTURE_TASK = "Capture kernel packet drops and read the drop counters in the same window"
+
+
+def _tasks_run_on_hosts(output: str) -> dict[str, list[str]]:
+    """The diagnose role's tasks that ran on lab hosts (ok or changed), with those hosts."""
+    ran = {}
+    for block in output.split("TASK [dropscope.drops.diagnose : ")[1:]:
+        name, body = block.split("]", 1)
+        hosts = sorted(re.findall(r"^(?:ok|changed): \[(h\d)\]", body.split("\nTASK [", 1)[0], re.M))
+        if hosts:
+            ran[name] = hosts
+    return ran
+
+
+def test_one_module_run_per_host_and_one_window(fleet_run):
+    """One capture task per host reads the counters in the capture's window: the two intervals agree within
+    0.5 s, and the counters' exact deltas are the injected drops the capture saw."""
+    ran = _tasks_run_on_hosts(fleet_run["output"])
+    # The role's argument check and set_fact run on the controller; the capture is the one module run per host.
+    assert [name for name in ran if name.startswith("Validating arguments against arg spec 'main'")] != []
+    assert {name: hosts for name, hosts in ran.items() if not name.startswith("Validating arguments")} == {
+        "Mark the host as part of this run": ["h1", "h2", "h3"], CAPTURE_TASK: ["h1", "h2", "h3"]}
+    assert fleet_run["output"].count(f"TASK [dropscope.drops.diagnose : {CAPTURE_TASK}]") == 1
+    documents = {name: json.loads((fleet_run["run_dir"] / "hosts" / f"{name}.json").read_text())
+                 for name in ("h1", "h2", "h3")}
+    for name, document in documents.items():
+        before, capture, after = document["before"], document["capture"], document["after"]
+        window = capture["window"]
+        assert window["complete"] is True and before["errors"] == [] and after["errors"] == [], name
+        assert window["counters_s"] == round(after["time"]["monotonic"] - before["time"]["monotonic"], 4)
+        assert window["difference_s"] <= 0.5, (name, window)
+        assert abs(window["capture_s"] - capture["duration_s"]) <= 0.001, (name, window)
+
+    def delta(name: str, *path: str) -> int:
+        values = []
+        for stage in ("before", "after"):
+            value = documents[name][stage]
+            for key in path:
+                value = value[key]
+            values.append(value)
+        return values[1] - values[0]
+
+    def captured(name: str, reason: str, port: int | None = None) -> int:
+        return sum(d["count"] for d in documents[name]["capture"]["drops"]
+                   if d["reason"] == reason and (port is None or d.get("port") == port))
+
+    rule = next(key for key in documents["h1"]["after"]["firewall"] if "dropscope_lab" in key)
+    assert delta("h1", "firewall", rule, "packets") == captured("h1", "NETFILTER_DROP") == 500
+    assert delta("h2", "protocols", "UdpNoPorts") == captured("h2", "NO_SOCKET", 9000) == 300
+    tbf = next(key for key in documents["h3"]["after"]["qdiscs"] if " tbf " in key)
+    assert delta("h3", "qdiscs", tbf, "dropped") == captured("h3", "QDISC_DROP") == fleet_run["h3_tbf_dropped"]
+
+
 def test_html_report_in_chromium(fleet_run, chromium_page):
     page, errors = chromium_page
     page.goto((fleet_run["run_dir"] / "report.html").as_uri())
@@ -184,7 +238,7 @@ def test_unreachable_host_is_recorded_and_the_others_complete(lab3, tmp_path):
     statuses = {entry["host"]: entry["status"] for entry in manifest["hosts"]}
     assert statuses == {"ghost": "unreachable", "h1": "ok", "h2": "ok", "h3": "ok"}
     ghost = next(entry for entry in manifest["hosts"] if entry["host"] == "ghost")
-    assert ghost["error"].startswith("before: ") and "Connection refused" in ghost["error"]
+    assert ghost["error"].startswith("capture: ") and "Connection refused" in ghost["error"]
     report = json.loads((tmp_path / "ghost" / "report.json").read_text())
     by_host = {host["host"]: host for host in report["hosts"]}
     assert by_host["ghost"]["status"] == "unreachable" and "Connection refused" in by_host["ghost"]["error"]
@@ -252,7 +306,8 @@ def test_a_backend_that_cannot_capture_fails_the_hosts_with_the_reason(lab3, tmp
             assert "port filter needs the bpftrace backend" in capture["reason"]
         errors[name] = f"capture failed: {capture['backend']} {capture['status']}: {capture['reason']}"
         assert (document["status"], document["error"]) == ("failed", errors[name])
-        assert document["before"] is not None and document["after"] is not None  # the counters are kept
+        # Refused before any tracer went live: no window, so no counters were read (one module run, nothing ran).
+        assert document["before"] is None and document["after"] is None and "window" not in capture
     why = "; ".join(f"{name} (failed: {errors[name]})" for name in hosts)
     assert f"Incomplete run: 3 host(s) unreachable or failed: {why}" in _one_line(proc.stdout)
 

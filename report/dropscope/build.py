@@ -1,13 +1,16 @@
 """The one report builder: a run directory in, the built report (report.json's document) out.
 
-    load (read + validate) -> deltas (counter arithmetic) -> findings (knowledge base) -> build -> renderers
+    load (read + validate) -> deltas (counter arithmetic) -> findings (knowledge base) -> ledger -> build
+    -> renderers
 
 `build_report(run_dir)` reads host files one at a time and keeps only each host's report parts, so a large
 fleet fits in memory. The built report holds everything the renderers (report.json writer, report.html,
 compare, check) need: besides counters, captures, findings and verdicts, each host's collection `notes`,
 the texts of its firewall rules that moved (`firewall_rules`) and its drop counters (`drop_counters`,
-marked by the knowledge base); the run's `warnings`; and the knowledge base's background text of every
-finding (`knowledge`). Renderers read the built report only (and `counter_items` to walk a host's counters).
+marked by the knowledge base), its `ledger` (drop counters set against the captured reasons, ledger.py)
+and each capture group's `direction`; the fleet's ledger totals; the run's `warnings`; and the knowledge
+base's background text of every finding (`knowledge`). Renderers read the built report only (and
+`counter_items` to walk a host's counters).
 
 Decisions the contract leaves open (kept deliberately simple):
 
@@ -26,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second, snapshot_deltas
-from dropscope.findings import drop_counter_rows, finding_background, finish_findings, host_findings
+from dropscope.findings import drop_counter_rows, finding_background, finish_findings, host_findings, sort_findings
 from dropscope.knowledge_base import KnowledgeBase, default_knowledge
+from dropscope.ledger import annotate_directions, finish_ledgers, host_ledger
 from dropscope.load import (
     HOST_STATUSES,
     JSON,
@@ -244,7 +248,10 @@ def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) ->
         host["firewall_rules"] = {key: texts[key] for key in moved_rules if key in texts}
         rows = drop_counter_rows(host, texts, knowledge)
         host["drop_counters"] = drop_counter_marks(rows)
-        host["findings"] = host_findings(host, rows, knowledge)
+        ledger, unexplained = host_ledger(host, rows, knowledge)
+        host["findings"] = sort_findings([*host_findings(host, rows, knowledge), *unexplained])
+        annotate_directions(host, ledger, knowledge)
+        host["ledger"] = ledger
         hosts.append(host)
         files.append(record.file)
         capture = record.capture or {}
@@ -255,6 +262,7 @@ def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) ->
         "fleet": fleet_summary(hosts, boot_ids),
         "hosts": hosts,
     }
+    report["fleet"]["ledger"] = finish_ledgers(hosts, report["fleet"]["kernels"])
     finish_findings(report)
     report["warnings"] = run_warnings(run_dir, files, [host["host"] for host in hosts])
     background: JSON = {}

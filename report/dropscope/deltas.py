@@ -18,14 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from dropscope.load import FIREWALL_COUNTERS, JSON, QDISC_GAUGES
+from dropscope.load import CONNTRACK_GAUGES, FIREWALL_COUNTERS, JSON, QDISC_GAUGES
 
 PROTOCOL_GAUGES = frozenset(
     {"IpForwarding", "IpDefaultTTL", "TcpRtoAlgorithm", "TcpRtoMin", "TcpRtoMax", "TcpMaxConn", "TcpCurrEstab"}
 )
-ETHTOOL_GAUGES = frozenset({"peer_ifindex"})
+ETHTOOL_GAUGES = frozenset({"peer_ifindex", "conntrack_allowance_available"})  # levels, not counters (veth, ENA)
 SOFTNET_NOT_COUNTERS = frozenset({"cpu", "backlog_len"})
 SOFTNET_ALWAYS = ("dropped", "time_squeeze")
+CONNTRACK_NOT_COUNTERS = frozenset({"entries", "cpus"})  # the table size and the number of CPU lines
 GAUGE_SUFFIX = "_now"  # a qdisc's backlog/qlen at the end of the run: a level, not a delta
 
 Counters = dict[str, int]
@@ -178,6 +179,22 @@ def _firewall_deltas(before: JSON, after: JSON) -> tuple[dict[str, Counters], li
     return result, resets
 
 
+def _conntrack_deltas(before: JSON | None, after: JSON | None) -> tuple[Counters, list[JSON]]:
+    """Deltas of the conntrack statistics (summed over CPUs) and the table's levels at the end (`count_now`,
+    `max_now`, `buckets_now`); nothing where conntrack was not loaded in both snapshots."""
+    if not before or not after:
+        return {}, []
+
+    def counters_of(conntrack: JSON) -> Counters:
+        return {k: v for k, v in (conntrack.get("stat") or {}).items() if k not in CONNTRACK_NOT_COUNTERS}
+
+    deltas, resets = counter_deltas(counters_of(before), counters_of(after))
+    for gauge in CONNTRACK_GAUGES:
+        if after.get(gauge) is not None:
+            deltas[gauge + GAUGE_SUFFIX] = after[gauge]
+    return deltas, _reset_entries("conntrack", None, resets)
+
+
 def interval_seconds(before: JSON, after: JSON) -> float | None:
     """Seconds between two snapshots by their monotonic clocks; None across a reboot or if not positive."""
     if before["system"]["boot_id"] != after["system"]["boot_id"]:
@@ -193,6 +210,7 @@ SECTION_DELTAS: tuple[tuple[str, Callable[[Any, Any], tuple[Any, ...]]], ...] = 
     ("qdiscs", _qdiscs_deltas),
     ("sockets", _sockets_deltas),
     ("firewall", _firewall_deltas),
+    ("conntrack", _conntrack_deltas),
 )
 
 
@@ -214,7 +232,7 @@ def snapshot_deltas(before: JSON, after: JSON) -> JSON:
 
     resets: list[JSON] = []
     for section, deltas_of in SECTION_DELTAS:
-        result["counters"][section], section_resets, *changes = deltas_of(before[section], after[section])
+        result["counters"][section], section_resets, *changes = deltas_of(before.get(section), after.get(section))
         resets += section_resets
         if changes:  # interfaces and qdiscs: the ones that appeared and vanished during the run
             result["appeared"][section], result["vanished"][section] = changes
@@ -228,12 +246,12 @@ OBJECT_SECTIONS = ("interfaces", "qdiscs", "sockets", "firewall")
 def iter_counters(counters: Mapping[str, Any]) -> Iterable[tuple[str, str | None, str, int]]:
     """(section, object, counter, delta) of every non-zero entry of a report host's `counters`.
 
-    Protocols and softnet first (object None), then the object sections; qdisc levels (`*_now`) included.
+    Protocols, softnet and conntrack first (object None), then the object sections; levels (`*_now`) included.
 
     >>> list(iter_counters({"softnet": {"dropped": 0, "processed": 9}, "qdiscs": {"eth0 tbf 1:": {"dropped": 2}}}))
     [('softnet', None, 'processed', 9), ('qdiscs', 'eth0 tbf 1:', 'dropped', 2)]
     """
-    for section in ("protocols", "softnet"):
+    for section in ("protocols", "softnet", "conntrack"):
         for counter, delta in (counters.get(section) or {}).items():
             if delta:
                 yield section, None, counter, delta

@@ -34,9 +34,18 @@ from dropscope.load import JSON
 VERDICTS = ("ok", "warning", "problem")
 VERDICT_OF_SEVERITY = {"info": "ok", "warning": "warning", "problem": "problem"}
 UNKNOWN_VERDICT = "unknown"  # the host was not diagnosed (unreachable or failed)
-RULE_PORT = re.compile(r"\b(udp|tcp|sctp|dccp)\s+dport\s+(\{[^}]*\}|\S+)")
+RULE_PORT = re.compile(r"\b(udp|tcp|sctp|dccp)\s+dport\s+(\{[^}]*\}|\S+)")  # nft: "udp dport 8000"
+# iptables-save: "-p udp -m udp --dport 8000", "-p tcp -m multiport --dports 80,443", "! --dport 53"
+IPTABLES_PORT = re.compile(r"(?:^|\s)-p (udp|tcp|sctp|dccp)\b.*?(?:^|\s)(! )?--(?:dports?|destination-ports?) (\S+)")
 SOCKET_PORT = re.compile(r"^(\w+) (.*):(\d+)$")
-CHAIN_DIRECTION = {"input": "inbound ", "output": "outbound ", "forward": "forwarded ", "prerouting": "incoming "}
+CHAIN_DIRECTION = {"input": "inbound ", "output": "outbound ", "forward": "forwarded ", "prerouting": "incoming ",
+                   "postrouting": "outgoing "}  # a word of the chain's name, lower-cased (iptables: INPUT)
+
+
+def firewall_chain(key: str | None) -> str | None:
+    """The chain of a firewall rule key: "nft inet t input #3" → "input", "iptables filter INPUT policy" → "INPUT"."""
+    words = (key or "").split()
+    return words[-2] if len(words) >= 2 else None
 
 
 def _round_rate(value: float | None) -> float | None:
@@ -80,10 +89,13 @@ def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], kn
         if counter.endswith(GAUGE_SUFFIX):
             continue
         text = rule_texts.get(obj or "") if section == "firewall" else None
+        if section == "conntrack":
+            text = conntrack_table(host.get("counters") or {})
         matched = knowledge.drop_rule(section, counter, text)
         if matched is None:
             continue
         rule = None if matched.is_generic else matched
+        owner = knowledge.chain_owner(matched.entry.get("reason") or "", firewall_chain(obj)) if text else None
         rows.append(
             {
                 "section": section,
@@ -95,6 +107,7 @@ def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], kn
                 "scope": (rule.entry.get("scope") if rule else None) or ("kernel" if section == "softnet" else "netns"),
                 "_key": matched.id,
                 "_rule": rule,
+                "_owner": owner,
             }
         )
     return rows
@@ -112,12 +125,11 @@ def _traffic(drops: list[JSON], rows: list[JSON]) -> str:
     """What was dropped, as precisely as the evidence allows: "inbound UDP to port 8000", "UDP datagrams"."""
     for row in rows:
         if row["section"] == "firewall" and row.get("detail"):
-            match = RULE_PORT.search(row["detail"])
-            if match:
-                chain = (row["object"] or "").split(" ")
-                chain_name = chain[3].lower() if len(chain) > 3 else ""
+            ports = _rule_ports(row["detail"])
+            if ports:
+                chain_name = (firewall_chain(row["object"]) or "").lower()
                 direction = next((text for name, text in CHAIN_DIRECTION.items() if name in chain_name), "")
-                return f"{direction}{match.group(1).upper()} to port {match.group(2)}"
+                return f"{direction}{ports}"
     counters = {row["counter"] for row in rows}
     locations = " ".join(drop["location"] for drop in drops).lower()
     if "udp" in locations or any(name.startswith("Udp") for name in counters):
@@ -126,6 +138,21 @@ def _traffic(drops: list[JSON], rows: list[JSON]) -> str:
         return "TCP segments"
     protocols = sorted({drop.get("protocol") for drop in drops if drop.get("protocol")})
     return f"{'/'.join(protocols)} packets" if protocols else "packets"
+
+
+def _rule_ports(rule: str) -> str | None:
+    """"UDP to port 8000" from a rule's text (nft or iptables-save), None if it names no destination port."""
+    match = RULE_PORT.search(rule)
+    if match:
+        return f"{match.group(1).upper()} to port {match.group(2)}"
+    match = IPTABLES_PORT.search(rule)
+    if match is None:
+        return None
+    proto, negated, ports = match.group(1).upper(), match.group(2), match.group(3)
+    several = "," in ports or ":" in ports
+    if negated:
+        return f"{proto} to ports other than {ports}"
+    return f"{proto} to port{'s' if several else ''} {ports}"
 
 
 def _socket_words(rows: list[JSON]) -> tuple[str, str]:
@@ -157,12 +184,27 @@ def _qdisc_words(rows: list[JSON]) -> tuple[str, str]:
     return "a transmit queue (qdisc)", ""
 
 
+def conntrack_table(counters: Mapping[str, Any]) -> str | None:
+    """The conntrack table's fill at the end of the run, in the sysctls' names (None where not read).
+
+    >>> conntrack_table({"conntrack": {"drop": 3, "count_now": 512, "max_now": 512, "buckets_now": 1024}})
+    'nf_conntrack_count 512 of nf_conntrack_max 512 (nf_conntrack_buckets 1,024)'
+    """
+    table = counters.get("conntrack") or {}
+    count, maximum, buckets = (table.get(name + GAUGE_SUFFIX) for name in ("count", "max", "buckets"))
+    if count is None or maximum is None:
+        return None
+    text = f"nf_conntrack_count {count:,} of nf_conntrack_max {maximum:,}"
+    return text + (f" (nf_conntrack_buckets {buckets:,})" if buckets is not None else "")
+
+
 def _row_phrase(row: JSON) -> str:
     rate = f" ({rate_phrase(row['rate'])})" if row.get("rate") is not None else ""
     delta = f"{row['delta']:,}"
     if row["section"] == "firewall":
         rule = f"rule `{row['detail']}` ({row['object']})" if row.get("detail") else f"rule {row['object']}"
-        return f"{rule} counted {delta} packets{rate}"
+        owner = f", {row['_owner']}" if row.get("_owner") else ""
+        return f"{rule} counted {delta} packets{rate}{owner}"
     if row["section"] == "sockets":
         return f"socket {row['object']} dropped {delta} datagrams{rate}"
     if row["section"] == "qdiscs":
@@ -171,6 +213,8 @@ def _row_phrase(row: JSON) -> str:
         return f"{row['object']} {row['counter']} +{delta}{rate}"
     if row["section"] == "softnet":
         return f"softnet {row['counter']} +{delta} (all CPUs, kernel-wide){rate}"
+    if row["section"] == "conntrack":
+        return f"conntrack {row['counter']} +{delta}{rate}"
     return f"{row['counter']} +{delta}{rate}"
 
 
@@ -204,7 +248,7 @@ def _cap(severity: str, cap: str | None) -> str:
 # One host
 
 
-def _finding(
+def make_finding(
     *,
     host: str,
     key: str,
@@ -220,13 +264,18 @@ def _finding(
     owned: bool,
     fallback_title: str,
     default_cap: str | None = None,
+    summed: bool = False,
 ) -> JSON:
-    """One finding from its capture drops and/or counter rows."""
+    """One finding from its capture drops and/or counter rows (SUMMED: rows count different drops: add them)."""
     entry = entry or {}
     if drops:
         count = sum(drop["count"] for drop in drops)
         rate = count / duration if duration else None
         basis = "capture"
+    elif summed:
+        count = sum(row["delta"] for row in rows)
+        rates = [row["rate"] for row in rows]
+        rate, basis = (None if None in rates else sum(rates)), "counters"
     else:
         top = max(rows, key=lambda row: row["delta"])
         count, rate, basis = top["delta"], top["rate"], "counters"
@@ -248,7 +297,8 @@ def _finding(
         "port": port,
         "qdisc": qdisc,
         "dev": dev or first.get("object") or "",
-        "rule": next((row["detail"] for row in rows if row.get("detail")), ""),
+        "rule": next((row["detail"] for row in rows if row.get("detail") and row["section"] == "firewall"), ""),
+        "table": next((row["detail"] for row in rows if row.get("detail") and row["section"] == "conntrack"), ""),
         "object": first.get("object") or "",
         "counter": first.get("counter") or "",
     }
@@ -334,7 +384,7 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
         used.update(agreeing)
         agreeing_rows = [rows[index] for index in agreeing]
         findings.append(
-            _finding(
+            make_finding(
                 host=name,
                 key=f"{reason}@noise" if benign and not (entry or {}).get("benign") else reason,
                 kind="reason",
@@ -381,7 +431,7 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
             reason, entry = group, knowledge.reason(group) or (rule.entry if rule else None)
             title = f"Dropped with reason {group}"
         findings.append(
-            _finding(
+            make_finding(
                 host=name,
                 key=group,
                 kind="counter",
@@ -501,6 +551,8 @@ def public_finding(finding: Mapping[str, Any]) -> JSON:
 def finding_background(finding: Mapping[str, Any], knowledge: KnowledgeBase) -> JSON | None:
     """The knowledge behind a finding (meaning, causes, next) for the page's drill-down; None if none."""
     entry = knowledge.reason(finding["reason"]) if finding.get("reason") else None
+    if finding["kind"] == "unexplained":
+        entry = knowledge.unexplained.get(finding["key"].removeprefix("unexplained:"))
     if entry is None and finding["key"].startswith("counter:"):
         rule_id = finding["key"].removeprefix("counter:")
         entry = next((rule.entry for rule in knowledge.counters if rule.id == rule_id), None)

@@ -5,6 +5,9 @@ module only loads it, merges a user's file over it (`--knowledge FILE`) and answ
 
 It is the one place that says whether a counter counts drops (`KnowledgeBase.drop_rule`): the builder
 marks each host's drop counters with it, and findings, the page and `dropscope check` read those marks.
+It also holds the ledger's data: which captured reasons account for a counter (`CounterRule.ledger`),
+where a drop happens (kernel or NIC), which direction a reason's drops go (`KnowledgeBase.direction`) and
+the texts of unexplained drops (`KnowledgeBase.unexplained`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import yaml
 SEVERITIES = ("info", "warning", "problem")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 DIRECTIONS = ("receive", "transmit", "forward", "any")
-SECTIONS = ("interfaces", "protocols", "softnet", "qdiscs", "sockets", "firewall")
-TEXT_FIELDS = ("title", "direction", "meaning", "explain", "advice")
-LIST_FIELDS = ("causes", "next", "knobs", "corroborated_by", "benign_locations")
-FLAG_FIELDS = ("drop", "generic", "benign")
+WHERE = ("kernel", "nic")
+SECTIONS = ("interfaces", "protocols", "softnet", "qdiscs", "sockets", "firewall", "conntrack")
+TEXT_FIELDS = ("title", "direction", "meaning", "explain", "advice", "ledger_note", "label")
+LIST_FIELDS = ("causes", "next", "knobs", "corroborated_by", "benign_locations", "accounted_by")
+FLAG_FIELDS = ("drop", "generic", "benign", "ledger")
+MAP_FIELDS = ("direction_at", "chain_direction")  # glob or word → receive | transmit
+TEXT_MAP_FIELDS = ("chain_owners",)  # glob → sentence
 JSON = dict[str, Any]
 
 
@@ -64,6 +70,51 @@ class CounterRule:
         """A drop or error counter recognised by its name alone: the knowledge base knows nothing more."""
         return bool(self.entry.get("generic"))
 
+    def ledger(self, counter: str) -> LedgerRule | None:
+        """What the ledger knows about COUNTER (one this entry matches); None if it is not a packet count."""
+        if self.entry.get("ledger") is False:
+            return None
+        where = _per_counter(self.entry.get("where"), counter) or "kernel"
+        return LedgerRule(
+            accounted_by=[_reason_pattern(item) for item in self.entry.get("accounted_by") or []],
+            duplicate_of=[
+                _sibling_pattern(item) for item in _per_counter(self.entry.get("duplicate_of"), counter) or []
+            ],
+            where=where,
+            note=self.entry.get("ledger_note"),
+        )
+
+
+@dataclass
+class LedgerRule:
+    """A counter's ledger knowledge: the capture groups that account for it, its more precise siblings, where.
+
+    `accounted_by`: (reason, location glob or None); `duplicate_of`: (section or None for the counter's own
+    section and object, counter glob).
+    """
+
+    accounted_by: list[tuple[str, re.Pattern[str] | None]]
+    duplicate_of: list[tuple[str | None, re.Pattern[str]]]
+    where: str
+    note: str | None
+
+
+def _per_counter(value: Any, counter: str) -> Any:
+    """A field's value for COUNTER: the value itself, or from a mapping counter-glob → value (first match)."""
+    if isinstance(value, dict):
+        return next((item for pattern, item in value.items() if _glob(str(pattern)).match(counter)), None)
+    return value
+
+
+def _reason_pattern(item: str) -> tuple[str, re.Pattern[str] | None]:
+    reason, _, location = str(item).partition("@")
+    return reason, _glob(location) if location else None
+
+
+def _sibling_pattern(item: str) -> tuple[str | None, re.Pattern[str]]:
+    section, _, counter = str(item).rpartition("/")
+    return section or None, _glob(counter)
+
 
 def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
@@ -77,8 +128,11 @@ class KnowledgeBase:
     counters: list[CounterRule]
     severity: JSON
     sources: list[str]
+    unexplained: dict[str, JSON] = field(default_factory=dict)
     _counter_cache: dict[tuple[str, str, str | None], CounterRule | None] = field(default_factory=dict, repr=False)
     _corroboration: dict[str, list[tuple[str, re.Pattern[str]]]] = field(default_factory=dict, repr=False)
+    _ledger_cache: dict[tuple[str, str], LedgerRule | None] = field(default_factory=dict, repr=False)
+    _direction_cache: dict[tuple[str, str, str | None], str] = field(default_factory=dict, repr=False)
 
     def reason(self, name: str) -> JSON | None:
         """The entry of a kernel drop reason, or None if the knowledge base does not know it."""
@@ -120,6 +174,45 @@ class KnowledgeBase:
         entry = self.reasons.get(reason) or {}
         return bool(entry.get("benign")) or location in (entry.get("benign_locations") or [])
 
+    def ledger_rule(self, rule: CounterRule, counter: str) -> LedgerRule | None:
+        """RULE's ledger knowledge for COUNTER (cached; None: not a count of dropped packets)."""
+        key = (rule.id, counter)
+        if key not in self._ledger_cache:
+            self._ledger_cache[key] = rule.ledger(counter)
+        return self._ledger_cache[key]
+
+    def direction(self, reason: str, location: str, chain: str | None = None) -> str:
+        """rx, tx or unknown for drops of REASON at LOCATION (CHAIN: the firewall chain of the rule they matched).
+
+        The reason's `chain_direction` (a word of the chain's name), then its `direction_at` (kernel function
+        globs), then its `direction` (receive → rx, transmit → tx, anything else → unknown).
+        """
+        key = (reason, location, chain)
+        if key not in self._direction_cache:
+            self._direction_cache[key] = self._direction(reason, location, chain)
+        return self._direction_cache[key]
+
+    def _direction(self, reason: str, location: str, chain: str | None) -> str:
+        entry = self.reasons.get(reason) or {}
+        found = None
+        if chain:
+            words = chain.lower()
+            found = next((d for word, d in (entry.get("chain_direction") or {}).items() if str(word) in words), None)
+        if found is None:
+            at = entry.get("direction_at") or {}
+            found = next((d for pattern, d in at.items() if _glob(str(pattern)).match(location)), None)
+        if found is None and not (chain and entry.get("chain_direction")):
+            found = entry.get("direction")
+        return {"receive": "rx", "transmit": "tx"}.get(found or "", "unknown")
+
+    def chain_owner(self, reason: str, chain: str | None) -> str | None:
+        """Whose generated rules a firewall CHAIN holds (Docker, Kubernetes), from REASON's `chain_owners`.
+
+        Globs match case-sensitively, as iptables and nft chain names are (first match wins); None if none.
+        """
+        owners = (self.reasons.get(reason) or {}).get("chain_owners") or {}
+        return next((text for pattern, text in owners.items() if chain and fnmatch.fnmatchcase(chain, pattern)), None)
+
     def thresholds(self, entry: Mapping[str, Any] | None) -> JSON:
         """Severity thresholds for an entry: the defaults with the entry's own `severity` on top."""
         own = (entry or {}).get("severity")
@@ -145,6 +238,26 @@ def _check_entry(entry: Any, where: str) -> JSON:
             raise KnowledgeError(f"{where}.{name}: expected true or false")
     if entry.get("direction") not in (None, *DIRECTIONS):
         raise KnowledgeError(f"{where}.direction: {entry['direction']!r} is not one of {', '.join(DIRECTIONS)}")
+    for name in MAP_FIELDS:
+        value = entry.get(name)
+        if value is not None and (
+            not isinstance(value, dict) or any(item not in ("receive", "transmit") for item in value.values())
+        ):
+            raise KnowledgeError(f"{where}.{name}: expected a mapping of names to receive or transmit")
+    for name in TEXT_MAP_FIELDS:
+        value = entry.get(name)
+        if value is not None and (
+            not isinstance(value, dict) or not all(isinstance(item, str) for item in (*value, *value.values()))
+        ):
+            raise KnowledgeError(f"{where}.{name}: expected a mapping of chain globs to sentences")
+    for name, allowed in (("where", WHERE), ("duplicate_of", None)):
+        value = entry.get(name)
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        for item in values:
+            if allowed is None and item is not None and not isinstance(item, list):
+                raise KnowledgeError(f"{where}.{name}: expected a list (or a mapping of counter globs to lists)")
+            if allowed is not None and item not in (None, *allowed):
+                raise KnowledgeError(f"{where}.{name}: {item!r} is not one of {', '.join(allowed)}")
     if entry.get("max_severity") not in (None, *SEVERITIES):
         raise KnowledgeError(f"{where}.max_severity: {entry['max_severity']!r} is not one of {', '.join(SEVERITIES)}")
     severity = entry.get("severity")
@@ -173,7 +286,7 @@ def _read_yaml(text: str, source: str) -> JSON:
         return {}
     if not isinstance(document, dict):
         raise KnowledgeError(f"{source}: expected a mapping at the top")
-    unknown = set(document) - {"schema_version", "severity", "reasons", "counters"}
+    unknown = set(document) - {"schema_version", "severity", "reasons", "counters", "unexplained"}
     if unknown:
         raise KnowledgeError(f"{source}: unknown top-level keys: {', '.join(sorted(map(str, unknown)))}")
     return document
@@ -212,6 +325,14 @@ def _merge(base: JSON, document: JSON, source: str) -> None:
         _check_severity(document["severity"], f"{source}: severity")
         for level, values in document["severity"].items():
             base["severity"].setdefault(level, {}).update(values)
+    unexplained = document.get("unexplained") or {}
+    if not isinstance(unexplained, dict):
+        raise KnowledgeError(f"{source}: `unexplained` must be a mapping of kernel / nic")
+    for name, entry in unexplained.items():
+        if name not in WHERE:
+            raise KnowledgeError(f"{source}: unexplained.{name}: expected one of {', '.join(WHERE)}")
+        merged = {**base["unexplained"].get(name, {}), **_check_entry(entry or {}, f"{source}: unexplained.{name}")}
+        base["unexplained"][name] = merged
     reasons = document.get("reasons") or {}
     if not isinstance(reasons, dict):
         raise KnowledgeError(f"{source}: `reasons` must be a mapping of reason names")
@@ -237,7 +358,7 @@ def _merge(base: JSON, document: JSON, source: str) -> None:
 
 def load_knowledge(user_file: str | Path | None = None) -> KnowledgeBase:
     """The shipped knowledge base, with USER_FILE (YAML, same shape) merged over it."""
-    base: JSON = {"severity": {}, "reasons": {}, "counters": []}
+    base: JSON = {"severity": {}, "reasons": {}, "counters": [], "unexplained": {}}
     sources = []
     package = resources.files("dropscope") / "knowledge"
     for name in ("reasons.yml", "counters.yml"):
@@ -251,7 +372,7 @@ def load_knowledge(user_file: str | Path | None = None) -> KnowledgeBase:
             raise KnowledgeError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         _merge(base, _read_yaml(text, str(path)), str(path))
         sources.append(str(path))
-    return KnowledgeBase(base["reasons"], base["counters"], base["severity"], sources)
+    return KnowledgeBase(base["reasons"], base["counters"], base["severity"], sources, base["unexplained"])
 
 
 _DEFAULT: KnowledgeBase | None = None

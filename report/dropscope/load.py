@@ -24,6 +24,7 @@ HOST_STATUSES = ("ok", "unreachable", "failed")
 CAPTURE_STATUSES = ("ok", "unavailable", "failed")
 QDISC_GAUGES = ("backlog", "qlen")
 FIREWALL_COUNTERS = ("packets", "bytes")
+CONNTRACK_GAUGES = ("count", "max", "buckets")  # levels of the conntrack table, not counters
 
 JSON = dict[str, Any]
 
@@ -176,6 +177,12 @@ def validate_snapshot(snapshot: Any, where: str) -> None:
         _typed(rule, dict, "an object", at)
         for name in FIREWALL_COUNTERS:
             _typed(_field(rule, name, at + "."), int, "an integer", f"{at}.{name}")
+    conntrack = snapshot.get("conntrack")  # null where nf_conntrack is not loaded; absent from older snapshots
+    if conntrack is not None:
+        _typed(conntrack, dict, "an object", prefix + "conntrack")
+        _check_counters(_field(conntrack, "stat", prefix + "conntrack."), prefix + "conntrack.stat")
+        for name in CONNTRACK_GAUGES:
+            _typed(conntrack.get(name), int, "an integer", f"{prefix}conntrack.{name}", nullable=True)
     if snapshot.get("errors") is not None:
         _typed(snapshot["errors"], list, "a list", prefix + "errors")
 
@@ -263,6 +270,10 @@ def _capture_notes(capture: JSON | None) -> list[str]:
         notes.append("capture: the capture was truncated; counts are a lower bound")
     if capture.get("status") == "ok" and capture.get("lost_events"):
         notes.append(f"capture: {capture['lost_events']} events were lost; counts are a lower bound")
+    locations = capture.get("locations")
+    if isinstance(locations, dict) and locations.get("why"):
+        unnamed = (locations.get("hashed_events") or 0) + (locations.get("unresolved_events") or 0)
+        notes.append(f"capture: {unnamed} drops have no location: {locations['why']}")
     return notes
 
 

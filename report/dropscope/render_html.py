@@ -41,6 +41,7 @@ SECTION_TITLES = {
     "qdiscs": "Qdiscs",
     "sockets": "UDP sockets",
     "firewall": "Firewall rules",
+    "conntrack": "Connection tracking",
 }
 OBJECT_TITLES = {"interfaces": "Interface", "qdiscs": "Qdisc", "sockets": "Socket", "firewall": "Rule"}
 
@@ -149,6 +150,17 @@ def _finding_view(finding: JSON, strings: _StringTable) -> JSON:
     }  # fmt: skip
 
 
+def _ledger_view(ledger: JSON | None) -> list | None:
+    """[drops, explained, unexplained, rows, capture_only, note]; a row is [object, counter, delta,
+    [[reason, count]…], unexplained, where, duplicate, note]."""
+    if not ledger:
+        return None
+    rows = [[row["object"], row["counter"], row["delta"], list(row["explained_by"].items()), row["unexplained"],
+             row["where"], "duplicate_of" in row, row.get("note")] for row in ledger["rows"]]  # fmt: skip
+    only = list((ledger.get("capture_only") or {}).items())
+    return [ledger["drops"], ledger["explained"], ledger["unexplained"], rows, only, ledger.get("note")]
+
+
 def build_view(report: JSON) -> JSON:
     """Everything the template shows, precomputed from the built report: the overview and the script's data."""
     fleet = report["fleet"]
@@ -206,8 +218,10 @@ def build_view(report: JSON) -> JSON:
             "capture": None if capture is None else {k: v for k, v in capture.items() if k != "drops"},
             "drops": [[d["reason"], d["location"], d.get("protocol"), d["count"],
                        round(100 * d["count"] / drops_total, 1) if drops_total else 0,
-                       round(d["count"] / duration, 3) if duration else None, d.get("port")]
+                       round(d["count"] / duration, 3) if duration else None, d.get("port"),
+                       d.get("direction"), d.get("qdisc") or d.get("dev")]
                       for d in (capture or {}).get("drops") or []],
+            "ledger": _ledger_view(host.get("ledger")),
             "ladder": [[rung["backend"], rung["available"], rung["reason"]]
                        for rung in (host.get("capabilities") or {}).get("ladder") or []],
             "findings": [_finding_view(f, strings) for f in findings],
@@ -244,6 +258,7 @@ def build_view(report: JSON) -> JSON:
         "version": __version__,
         "run": report["run"],
         "fleet": fleet,
+        "ledger": fleet.get("ledger") or {"drops": 0, "explained": 0, "unexplained": 0},
         "verdict": fleet.get("verdict", "unknown"),
         "verdicts": fleet.get("verdicts") or {},
         "fleet_findings": (fleet.get("findings") or [])[:FLEET_FINDINGS_SHOWN],

@@ -1,6 +1,6 @@
 """The import graph: no cycles, and the report pipeline flows one way.
 
-    load -> deltas -> findings -> build -> render_html -> report / compare / check -> cli
+    load -> deltas -> findings -> ledger -> build -> render_html -> report / compare / check -> cli
 
 A module imports only modules before it in that order (imports inside functions count too), plus the
 leaves any step may use: knowledge_base (what counters and reasons mean), formatting (numbers for
@@ -22,7 +22,9 @@ PACKAGE = REPO / "report" / "dropscope"
 PLUGINS = REPO / "collections" / "ansible_collections" / "dropscope" / "drops" / "plugins"
 PLUGINS_PREFIX = "ansible_collections.dropscope.drops.plugins"
 
-PIPELINE = ("load", "deltas", "findings", "build", "render_html", "report", "compare", "check", "cli", "__main__")
+PIPELINE = (
+    "load", "deltas", "findings", "ledger", "build", "render_html", "report", "compare", "check", "cli", "__main__"
+)
 LEAVES = ("dropscope", "knowledge_base", "formatting", "commands")
 RENDERERS = ("render_html", "report", "compare", "check")
 RENDERERS_MAY_IMPORT = {"build", "load", "render_html", *LEAVES}

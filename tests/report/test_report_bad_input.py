@@ -191,6 +191,7 @@ def test_partial_hosts_keep_what_they_have(tmp_path: Path) -> None:
         "notes": [],
         "firewall_rules": {},
         "drop_counters": {},
+        "ledger": None,
         "findings": [],
         "verdict": "unknown",
     }

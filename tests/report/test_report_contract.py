@@ -121,6 +121,7 @@ def test_report_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
         "qdiscs": {"eth0 tbf 8001:": {"dropped": 180}},
         "sockets": {"udp 0.0.0.0:9000": {"drops": 7}},
         "firewall": {"nft inet dropscope_lab input #3": {"packets": 500, "bytes": 14000}},
+        "conntrack": {},
     }
     assert host["resets"] == [
         {"section": "interfaces", "name": "eth0", "counter": "tx_dropped", "before": 9, "after": 0}

@@ -76,6 +76,7 @@ def test_hosts_sharing_a_kernel_are_counted_once(tmp_path: Path) -> None:
         "location": "nft_do_chain",
         "protocol": "IPv4",
         "count": 500,
+        "direction": "unknown",  # nft_do_chain, and no counted rule says which chain
     }
     assert by_name["old"]["capture"]["status"] == "unavailable"
     assert by_name["old"]["capture"]["reason"] == "perf not installed"

@@ -297,3 +297,33 @@ def test_ten_thousand_hosts_load_and_filter_to_one(browser: Browser, tmp_path_fa
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report-10000-hosts.png"))
     page.close()
+
+
+def test_page_opens_with_the_ledger_and_shows_it_per_host(page: Page, report_file: tuple[Path, dict]) -> None:
+    """ "N drops, M explained" for the fleet at the top and per host; the ledger table; RX/TX per capture group."""
+    _, report = report_file
+    assert report["fleet"]["ledger"] == {"drops": 1_059, "explained": 1_039, "unexplained": 20}
+    assert page.locator("#fleet-ledger .ledger-sum").inner_text() == "1,059 drops, 1,039 explained"
+    assert page.locator("#fleet-ledger .unexplained").inner_text() == "20 unexplained"
+    assert page.evaluate(
+        "document.getElementById('fleet-ledger').compareDocumentPosition(document.getElementById('fleet'))"
+        " & Node.DOCUMENT_POSITION_FOLLOWING"
+    )  # before the cards and the host table
+
+    section = _open_host(page, "zulu.example")
+    assert section.locator(".host-head .total").inner_text() == "9 drops, 7 explained"
+    rows = section.locator("table.ledger-table tbody tr")
+    assert [row.locator("td").all_inner_texts() for row in rows.all()] == [
+        ["dropped", "2", "\u2013", "2", "kernel"],
+        ["no counter (capture only)", "\u2013", "TCP_OLD_DATA 7", "0", "kernel"],
+    ]
+    assert section.locator("table.drops-table tbody td.dir").all_inner_texts() == ["RX"]
+    assert _open_host(page, OTHER_HOSTILE[1]).locator("table.drops-table tbody td.dir").all_inner_texts() == [
+        "TX",  # QDISC_DROP
+        "RX",  # NO_SOCKET
+    ]
+    finding = _open_host(page, HOSTILE_HOST).locator('.finding[data-key="unexplained:kernel"]')
+    assert finding.locator(".explanation").inner_text().startswith(
+        f"{HOSTILE_HOST}: 15 drops counted by the kernel have no captured reason — {HOSTILE_INTERFACE} rx_dropped +12"
+    )
+    assert page.evaluate("typeof window.__pwned") == "undefined"

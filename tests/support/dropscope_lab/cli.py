@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inject.add_argument("scenario", choices=sorted(SCENARIOS),
                         help="udp-firewall (nft drop), udp-noport (closed port), udp-rcvbuf (full socket buffer), "
-                             "qdisc-tx (tbf overflow on the host's eth0), clear (undo them on the host)")
+                             "qdisc-tx (tbf overflow on the host's eth0), iptables-legacy (iptables-legacy DROP rule), "
+                             "clear (undo them on the host)")
     inject.add_argument("--host", required=True, help="host name, e.g. h1")
     inject.add_argument("--packets", type=_non_negative, default=100,
                         help="datagrams to send (default 100; 0 only sets the scenario up)")

@@ -3,8 +3,9 @@
 Each scenario is a drop recipe whose kfree_skb reason, location and counters are known: an nft
 `udp dport N counter drop` rule (NETFILTER_DROP at nft_do_chain; only the rule's counter moves), datagrams
 to a closed UDP port (NO_SOCKET at __udp4_lib_rcv; Udp NoPorts), a receiver with a tiny SO_RCVBUF that
-never reads (SOCKET_RCVBUFF; Udp RcvbufErrors and InErrors, the socket's drops) and a tbf qdisc that
-overflows on transmit (QDISC_DROP; the qdisc's dropped counter).
+never reads (SOCKET_RCVBUFF; Udp RcvbufErrors and InErrors, the socket's drops), a tbf qdisc that
+overflows on transmit (QDISC_DROP; the qdisc's dropped counter) and an iptables-legacy
+`-p udp --dport N -j DROP` rule (NETFILTER_DROP at nf_hook_slow; the rule's counter).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +29,7 @@ from dropscope_lab import system, traffic
 from dropscope_lab.model import Host, Lab, LabError
 
 NFT_TABLE = "dropscope_lab"
-DEFAULT_PORTS = {"udp-firewall": 8000, "udp-noport": 9000, "udp-rcvbuf": 9100, "qdisc-tx": 0}
+DEFAULT_PORTS = {"udp-firewall": 8000, "udp-noport": 9000, "udp-rcvbuf": 9100, "qdisc-tx": 0, "iptables-legacy": 8000}
 TBF = ["tbf", "rate", "1mbit", "burst", "1600", "limit", "1600"]
 QDISC_PAYLOAD = 1000
 RECEIVER_LIFETIME = 600.0
@@ -165,12 +167,52 @@ def udp_firewall(lab: Lab, host: Host, packets: int, port: int, timeout: float) 
     return {"sent": sent, "rule_counter": after, "rule_counter_delta": after - before}
 
 
+def _legacy_rule(port: int) -> list[str]:
+    return ["INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"]
+
+
+def _legacy_tables(netns: str) -> list[str]:
+    """The iptables-legacy tables in use in NETNS (none until a rule was added there)."""
+    proc = system.run(system.in_netns(netns, ["cat", "/proc/net/ip_tables_names"]), check=False)
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def legacy_rule_packets(netns: str, port: int) -> int | None:
+    """The packet counter of our iptables-legacy `-p udp --dport PORT -j DROP` rule in NETNS (None: absent)."""
+    if "filter" not in _legacy_tables(netns):
+        return None
+    out = system.run(system.in_netns(netns, ["iptables-legacy", "-L", "INPUT", "-n", "-v", "-x"])).stdout
+    for line in out.splitlines()[2:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "DROP" and line.rstrip().endswith(f"udp dpt:{port}"):
+            return int(fields[0])
+    return None
+
+
+def iptables_legacy(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> Result:
+    """iptables-legacy `-A INPUT -p udp --dport PORT -j DROP` in the host, then PACKETS datagrams from the root netns.
+
+    The rule lives in the host's network namespace: `clear` deletes it, and it goes with the namespace.
+    """
+    if not shutil.which("iptables-legacy"):
+        raise LabError("iptables-legacy is not installed (apt-get install iptables)")
+    if legacy_rule_packets(host.netns, port) is None:
+        system.run(system.in_netns(host.netns, ["iptables-legacy", "-A", *_legacy_rule(port)]))
+    before = legacy_rule_packets(host.netns, port)
+    if before is None:
+        raise LabError(f"iptables-legacy rule for udp dport {port} not found after adding it in {host.netns}")
+    sent = _send_from_root(host, port, packets, timeout)
+    _wait_for(lambda: (legacy_rule_packets(host.netns, port) or 0) - before >= sent, 2.0)
+    after = legacy_rule_packets(host.netns, port) or before
+    return {"sent": sent, "rule_counter": after, "rule_counter_delta": after - before}
+
+
 def udp_noport(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> Result:
     """PACKETS datagrams from the root netns to a closed UDP port of the host."""
     if any(s["port"] == port for s in udp_sockets(host.netns)):
         raise LabError(f"UDP port {port} is open on {host.name}; pick a closed one with --port")
-    if udp_drop_rule(host.netns, port) is not None:
-        raise LabError(f"{host.name} has a udp-firewall rule for port {port}; run `lab inject clear` first")
+    if udp_drop_rule(host.netns, port) is not None or legacy_rule_packets(host.netns, port) is not None:
+        raise LabError(f"{host.name} has a firewall rule for port {port}; run `lab inject clear` first")
     before = read_snmp(host.netns)["Udp.NoPorts"]
     sent = _send_from_root(host, port, packets, timeout)
     _wait_for(lambda: read_snmp(host.netns)["Udp.NoPorts"] - before >= sent, 2.0)
@@ -320,13 +362,21 @@ def qdisc_tx(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> R
 
 
 def clear(lab: Lab, host: Host, packets: int, port: int, timeout: float) -> Result:
-    """Remove what the scenarios set up on HOST: nft table, tx0 with its tbf qdisc, receivers."""
+    """Remove what the scenarios set up on HOST: nft table, iptables-legacy rules, tx0 with its tbf qdisc, receivers."""
     removed = []
     proc = system.run(system.in_netns(host.netns, ["nft", "-j", "list", "tables"]))
     tables = [t["table"] for t in json.loads(proc.stdout or '{"nftables": []}')["nftables"] if "table" in t]
     if any(t["family"] == "inet" and t["name"] == NFT_TABLE for t in tables):
         system.run(system.in_netns(host.netns, ["nft", "delete", "table", "inet", NFT_TABLE]))
         removed.append(f"nft table inet {NFT_TABLE}")
+    if "filter" in _legacy_tables(host.netns):
+        rules = system.run(system.in_netns(host.netns, ["iptables-legacy", "-S", "INPUT"])).stdout.splitlines()
+        for line in rules:
+            words = line.split()
+            if len(words) == 10 and words[:7] == ["-A", "INPUT", "-p", "udp", "-m", "udp", "--dport"] \
+                    and words[8:] == ["-j", "DROP"]:
+                system.run(system.in_netns(host.netns, ["iptables-legacy", "-D", *_legacy_rule(int(words[7]))]))
+                removed.append(f"iptables-legacy rule udp dport {words[7]} DROP")
     peer = f"{lab.name}-q{lab.hosts.index(host) + 1}"
     if system.link_exists(peer):
         system.run(["ip", "link", "del", peer])  # takes tx0 and its tbf with it
@@ -345,6 +395,7 @@ SCENARIOS: dict[str, Callable[[Lab, Host, int, int, float], Result]] = {
     "udp-noport": udp_noport,
     "udp-rcvbuf": udp_rcvbuf,
     "qdisc-tx": qdisc_tx,
+    "iptables-legacy": iptables_legacy,
     "clear": clear,
 }
 

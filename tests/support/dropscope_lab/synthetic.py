@@ -33,6 +33,10 @@ VETH_ETHTOOL = (
     "rx_queue_0_xdp_drops", "rx_queue_0_xdp_tx", "rx_queue_0_xdp_tx_errors", "tx_queue_0_xdp_xmit",
     "tx_queue_0_xdp_xmit_errors",
 )  # fmt: skip
+IXGBE_ETHTOOL = (
+    "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_missed_errors", "rx_no_buffer_count", "rx_crc_errors",
+    "rx_length_errors", "rx_fifo_errors", "tx_busy", "alloc_rx_buff_failed", "rx_queue_0_packets",
+)  # a few of ixgbe's `ethtool -S` names (an Intel 10G NIC): the NIC's own words for its drops
 PROTOCOLS = {
     "IpForwarding": 2, "IpDefaultTTL": 64, "IpInReceives": 182_113, "IpInHdrErrors": 0, "IpInAddrErrors": 0,
     "IpInDiscards": 0, "IpInDelivers": 181_990, "IpOutRequests": 176_402, "IpOutDiscards": 0, "IpOutNoRoutes": 0,
@@ -80,8 +84,10 @@ def make_interface(
     ethtool: Mapping[str, int] | None = None,
     ethtool_status: str | None = None,
     base: int = 0,
+    driver: JSON | None = None,
 ) -> JSON:
-    """One interface: every sysfs statistics file (packets/bytes start at `base`), plus ethtool stats."""
+    """One interface: every sysfs statistics file (packets/bytes start at `base`), plus ethtool stats and
+    `driver` (`ethtool -i`: {driver, version, firmware_version, bus_info}; None like `lo`)."""
     stats = dict.fromkeys(SYSFS_STATISTICS, 0)
     for name in ("rx_packets", "tx_packets"):
         stats[name] = base
@@ -94,12 +100,20 @@ def make_interface(
         "statistics": stats,
         "ethtool": dict(ethtool) if ethtool_status == "ok" and ethtool is not None else None,
         "ethtool_status": ethtool_status,
+        "driver": copy.deepcopy(driver),
     }
 
 
 def veth_ethtool(**values: int) -> dict[str, int]:
     """veth ethtool counters (peer_ifindex is a gauge the report ignores)."""
     counters = {"peer_ifindex": 9, **dict.fromkeys(VETH_ETHTOOL, 0)}
+    counters.update(values)
+    return counters
+
+
+def ixgbe_ethtool(**values: int) -> dict[str, int]:
+    """ixgbe-like ethtool counters (all 0 unless given)."""
+    counters = dict.fromkeys(IXGBE_ETHTOOL, 0)
     counters.update(values)
     return counters
 
@@ -141,6 +155,7 @@ def make_snapshot(
     sockets: Iterable[JSON] = (),
     firewall: Mapping[str, JSON] | None = None,
     errors: Iterable[JSON] = (),
+    conntrack: JSON | None = None,
 ) -> JSON:
     """A realistic snapshot; by default lo and eth0 (veth with ethtool stats), 2 CPUs, noqueue/fq_codel."""
     if interfaces is None:
@@ -156,6 +171,7 @@ def make_snapshot(
             "kernel_release": kernel_release,
             "boot_id": boot_id or boot_id_for(hostname),
             "netns_inode": netns_inode,
+            "python": "3.11.2",
         },
         "time": {"wall": wall, "monotonic": monotonic},
         "interfaces": copy.deepcopy(dict(interfaces)),
@@ -166,6 +182,7 @@ def make_snapshot(
         "qdiscs": copy.deepcopy(dict(qdiscs)),
         "sockets": copy.deepcopy(list(sockets)),
         "firewall": copy.deepcopy(dict(firewall or {})),
+        "conntrack": copy.deepcopy(conntrack),
         "errors": list(errors),
     }
 
@@ -185,10 +202,12 @@ def advance(
     qdiscs: Mapping[str, Mapping[str, int]] | None = None,
     sockets: Mapping[int, int] | None = None,
     firewall: Mapping[str, Mapping[str, int]] | None = None,
+    conntrack: Mapping[str, int] | None = None,
 ) -> JSON:
     """The "after" snapshot: `before` `seconds` later with the given counters increased.
 
-    Interface increases named "ethtool:NAME" go to the ethtool counters; socket increases are by inode.
+    Interface increases named "ethtool:NAME" go to the ethtool counters; socket increases are by inode;
+    conntrack increases go to its statistics, except `count` (the table's level: set, not added).
     """
     after = copy.deepcopy(before)
     after["time"]["monotonic"] = before["time"]["monotonic"] + seconds
@@ -208,7 +227,18 @@ def advance(
         next(s for s in after["sockets"] if s["inode"] == inode)["drops"] += increase
     for key, increases in (firewall or {}).items():
         _add(after["firewall"][key], increases)
+    if conntrack:
+        _add(after["conntrack"]["stat"], {k: v for k, v in conntrack.items() if k != "count"})
+        after["conntrack"]["count"] = conntrack.get("count", after["conntrack"]["count"])
     return after
+
+
+def make_conntrack(count: int = 412, maximum: int = 262_144, buckets: int = 65_536, **stat: int) -> JSON:
+    """A snapshot's `conntrack` section as a 6.18 kernel prints it (2 CPUs summed; all counters 0 unless given)."""
+    names = ("clashres", "found", "new", "invalid", "ignore", "delete", "chainlength", "insert", "insert_failed",
+             "drop", "early_drop", "icmp_error", "expect_new", "expect_create", "expect_delete", "search_restart")
+    return {"stat": {"entries": count, **dict.fromkeys(names, 0), **stat, "cpus": 2},
+            "count": count, "max": maximum, "buckets": buckets}
 
 
 def drop(reason: str, location: str, count: int, protocol: str = "IPv4", offset: str = "0x4bc",

@@ -43,6 +43,8 @@ attributes:
     # The module runs on Linux hosts with the Python standard library only.
     LINUX = r"""
 options: {}
+requirements:
+  - Python 3.8 or newer on the managed host (standard library only; tests/config.yml says the same).
 attributes:
   platform:
     support: full

@@ -16,7 +16,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import bisect
 import json
 import os
 import select
@@ -24,6 +23,8 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
+from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import Locator
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator
 
 # {netns} and {port} are replaced by integers (0 = no filter); nothing else is ever substituted.
@@ -174,51 +175,21 @@ def parse_bpftrace_json(lines, map_name="@drops"):
     return result
 
 
-class Kallsyms:
-    """Address -> (function, offset) from ``/proc/kallsyms`` text (needs root to see addresses)."""
-
-    def __init__(self, text):
-        symbols = []
-        for line in text.splitlines():
-            parts = line.split(None, 3)
-            if len(parts) < 3 or parts[1] not in "tTwW":
-                continue
-            try:
-                address = int(parts[0], 16)
-            except ValueError:
-                continue
-            if address:
-                symbols.append((address, parts[2]))
-        symbols.sort()
-        self._addresses = [address for address, _name in symbols]
-        self._names = [name for _address, name in symbols]
-
-    def __len__(self):
-        return len(self._addresses)
-
-    def resolve(self, address):
-        """(name, "0x<offset>") of the function that holds `address`, or ("0x<address>", None)."""
-        index = bisect.bisect_right(self._addresses, address) - 1
-        if index < 0 or not address:
-            return "0x%x" % address, None
-        return self._names[index], "0x%x" % (address - self._addresses[index])
-
-
-def group_drops(entries, reasons, kallsyms, top=50, with_netns=False):
+def group_drops(entries, reasons, locator, top=50, with_netns=False):
     """Turn map entries into the capture's ``events``, ``drops`` (largest first, at most `top`) and ``other``.
 
-    Entries are named (reason, function and offset, protocol, L4 protocol, port) and fed, with their
-    counts, to the collection's one grouper (``kfree_skb.DropAggregator``).
+    Entries are named (reason, protocol, L4 protocol, port) and fed, with their counts and raw
+    addresses, to the collection's one grouper (``kfree_skb.DropAggregator``), whose `locator`
+    (``kallsyms.Locator``) names each address ``function`` + ``0xOFFSET``.
     """
     aggregator = DropAggregator(extra_fields=("l4", "port", "netns") if with_netns else ("l4", "port"))
     for entry in entries:
-        location, offset = kallsyms.resolve(entry["address"])
         reason = reasons.get(entry["reason_id"]) or "REASON_%d" % entry["reason_id"]
         l4 = l4_name(entry["l4"])
         port = (entry["port"] or None) if l4 in ("tcp", "udp") else None
         extra = (l4, port, entry["netns"]) if with_netns else (l4, port)
-        aggregator.add(reason, location, offset, entry["protocol"], count=entry["count"], extra=extra)
-    return aggregator.result(top=top)
+        aggregator.add(reason, "0x%x" % entry["address"], None, entry["protocol"], count=entry["count"], extra=extra)
+    return aggregator.result(top=top, locator=locator)
 
 
 def command(bpftrace, program="drops.bt"):
@@ -251,11 +222,13 @@ def _read_lines(fd, buffer, until, want_ready=False):
 
 
 def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, reasons=None, top=50,
-                         kallsyms_text=None, lean=False):
+                         kallsyms_text=None, lean=False, window=None):
     """Attach, wait for READY, count for `duration` s, SIGINT so END prints the map; fills `capture`.
 
-    `lean` runs LEAN_PROGRAM (no packet-header parsing; the rate guard's choice).
+    `lean` runs LEAN_PROGRAM (no packet-header parsing; the rate guard's choice). `window` (a
+    ``CaptureWindow``) is told when READY came (live) and when the window ends, right before SIGINT.
     """
+    window = window or CaptureWindow(guard)
     program = guard.path("drops.bt")
     with open(program, "w") as handle:
         # Its own deadline: the guard's, so it never outlives the capture even with nobody left to stop it.
@@ -282,12 +255,12 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
                 "" if eof else " within %d s" % READY_TIMEOUT_S, message or "exit %s" % rc)
             return capture
         capture["attach_s"] = round(time.monotonic() - attach_started, 3)
-        guard.mark_ready()
         capture["started_wall"] = time.time()
-        started = time.monotonic()
+        started = window.live()
         got, eof, buffer = _read_lines(fd, buffer, started + duration)
         lines.extend(got)
-        capture["duration_s"] = round(time.monotonic() - started, 3)
+        # EOF before the end: bpftrace died mid-way (no AFTER counters; the capture fails below).
+        capture["duration_s"] = round((time.monotonic() if eof else window.stopping()) - started, 3)
         if not eof:
             try:
                 os.killpg(proc.pid, signal.SIGINT)
@@ -305,10 +278,8 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         capture["reason"] = "bpftrace did not finish (exit %s): %s" % (rc, _tail(err_path) or "no message")
         capture["truncated"] = True
         return capture
-    if kallsyms_text is None:
-        kallsyms_text = _read_file("/proc/kallsyms")
-    capture.update(group_drops(parsed["entries"], reasons or {}, Kallsyms(kallsyms_text), top=top,
-                               with_netns=not netns))
+    locator = Locator(None if kallsyms_text is None else (lambda: kallsyms_text))
+    capture.update(group_drops(parsed["entries"], reasons or {}, locator, top=top, with_netns=not netns))
     # A full map silently drops new keys: the counts are then a lower bound.
     capture["truncated"] = bool(stopped) or len(parsed["entries"]) >= MAP_KEYS_MAX
     return capture

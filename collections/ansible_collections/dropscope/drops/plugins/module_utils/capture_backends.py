@@ -15,7 +15,10 @@
   mode says exactly what a real run does, refusals included.
 
 Every real run is under one CaptureGuard (its own deadline; children, temporary files and the
-ftrace instance cleaned up on every exit path).
+ftrace instance cleaned up on every exit path) and reads the counters itself, in the capture's window:
+each backend calls its ``CaptureWindow``'s ``live()`` when its tracer is live and ``stopping()`` right
+before it stops it (capture_window.py), so one module run gives the counters before, the capture and
+the counters after, over the same interval.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -34,6 +37,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils import (
 )
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import BACKEND_ORDER
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
 from ansible_collections.dropscope.drops.plugins.module_utils.run_record import SCHEMA_VERSION
 
 BACKEND_CHOICES = ("auto",) + BACKEND_ORDER
@@ -91,6 +95,11 @@ def guard_plan(duration, stacks, max_event_rate, rate, backend=None, port=0):
     return plan
 
 
+def deadline_s(params):
+    """The capture's hard deadline on the host, in seconds: `timeout`, or `duration` + 60."""
+    return params["timeout"] or params["duration"] + 60
+
+
 def new_capture(backend, duration, stacks, boot_id, netns_inode, reason_names):
     return {
         "schema_version": SCHEMA_VERSION, "backend": backend, "status": "ok", "reason": None, "scope": "kernel",
@@ -140,8 +149,11 @@ class Backend:
         """The command it runs, as the capture reports it (check mode shows this)."""
         raise NotImplementedError
 
-    def run(self, capture, guard, reader, plan, rate_guard):
-        """Capture for ``rate_guard["window_s"]`` seconds under `guard`; fills `capture`."""
+    def run(self, capture, guard, reader, plan, rate_guard, window=None):
+        """Capture for ``rate_guard["window_s"]`` seconds under `guard`; fills `capture`.
+
+        `window` (a ``CaptureWindow``) is told when the tracer is live and right before it is stopped.
+        """
         raise NotImplementedError
 
 
@@ -164,12 +176,12 @@ class BpftraceBackend(Backend):
     def command(self, reader, plan, duration):
         return bpftrace_capture.command(_binary(reader, "bpftrace"))
 
-    def run(self, capture, guard, reader, plan, rate_guard):
+    def run(self, capture, guard, reader, plan, rate_guard, window=None):
         params = plan.params
         bpftrace_capture.run_bpftrace_capture(
             capture, guard, _binary(reader, "bpftrace"), rate_guard["window_s"],
             netns=plan.system["netns_inode"] if params["netns"] == "self" else 0, port=params["dport"],
-            reasons=plan.reasons, top=params["top"], lean=rate_guard["bpftrace_program"] == "lean")
+            reasons=plan.reasons, top=params["top"], lean=rate_guard["bpftrace_program"] == "lean", window=window)
 
 
 class PerfBackend(Backend):
@@ -181,14 +193,22 @@ class PerfBackend(Backend):
         return Backend.missing(self, caps, rung)
 
     def command(self, reader, plan, duration):
-        return perf_capture.record_command(_binary(reader, "perf"), _binary(reader, "sleep"), "perf.data", duration,
-                                           plan.params["stacks"], plan.params["max_size_mb"])
+        control = _perf_control(plan)
+        return perf_capture.record_command(_binary(reader, "perf"), _binary(reader, "sleep"), "perf.data",
+                                           deadline_s(plan.params) if control else duration, plan.params["stacks"],
+                                           plan.params["max_size_mb"], control=control)
 
-    def run(self, capture, guard, reader, plan, rate_guard):
+    def run(self, capture, guard, reader, plan, rate_guard, window=None):
         params = plan.params
         perf_capture.run_perf_capture(capture, guard, _binary(reader, "perf"), _binary(reader, "sleep"),
                                       rate_guard["window_s"], stacks=rate_guard["stacks"], top=params["top"],
-                                      max_size_mb=params["max_size_mb"], reasons=plan.reasons)
+                                      max_size_mb=params["max_size_mb"], reasons=plan.reasons,
+                                      deadline_s=deadline_s(params), window=window, control=_perf_control(plan))
+
+
+def _perf_control(plan):
+    """Whether this host's perf takes -D -1 --control (5.11 and later), from the version capabilities read."""
+    return perf_capture.has_control((((plan.caps or {}).get("tools") or {}).get("perf") or {}).get("version"))
 
 
 class TracefsBackend(Backend):
@@ -203,12 +223,12 @@ class TracefsBackend(Backend):
     def command(self, reader, plan, duration):
         return tracefs_capture.command(tracefs_capture.INSTANCE_PREFIX + "<random>")
 
-    def run(self, capture, guard, reader, plan, rate_guard):
+    def run(self, capture, guard, reader, plan, rate_guard, window=None):
         names = dict((name, number) for number, name in plan.reasons.items())
         exclude = [names[name] for name in plan.params["exclude_reasons"] if name in names]
         tracefs_capture.run_tracefs_capture(capture, guard, plan.tracefs_root, rate_guard["window_s"],
                                             reasons=plan.reasons, top=plan.params["top"],
-                                            event_filter=tracefs_capture.reason_filter(exclude))
+                                            event_filter=tracefs_capture.reason_filter(exclude), window=window)
 
 
 class DropwatchBackend(Backend):
@@ -217,9 +237,9 @@ class DropwatchBackend(Backend):
     def command(self, reader, plan, duration):
         return dropwatch_capture.command(_binary(reader, "dropwatch"))
 
-    def run(self, capture, guard, reader, plan, rate_guard):
+    def run(self, capture, guard, reader, plan, rate_guard, window=None):
         dropwatch_capture.run_dropwatch_capture(capture, guard, _binary(reader, "dropwatch"),
-                                                rate_guard["window_s"], top=plan.params["top"])
+                                                rate_guard["window_s"], top=plan.params["top"], window=window)
 
 
 # The registry: backend name -> its object.
@@ -328,18 +348,21 @@ def describe_capture(reader, plan):
     return _finish(capture, plan)
 
 
-def run_capture(reader, plan):
-    """Run the capture `plan` decided on; returns the capture dict (docs/run-format.md).
+def run_capture(reader, plan, read_counters=None):
+    """Run the capture `plan` decided on; returns ``(capture, before, after)`` (docs/run-format.md).
 
     Under one CaptureGuard: the rate guard's probe, then each backend of ``plan.order`` until one works
-    (auto) or the asked one has run.
+    (auto) or the asked one has run. `read_counters` (a callable returning a snapshot, or None) is
+    called when the tracer is live (``before``) and right before it stops (``after``); the capture's
+    ``window`` records both intervals. A backend that went live and then failed ends the run: its
+    capture is ``failed`` with the reason, and the counters read before it are kept.
     """
     capture = _planned(plan)
     if plan.refusal:
-        return _finish(capture, plan)
+        return _finish(capture, plan), None, None
     params = plan.params
-    rate_guard = None
-    with CaptureGuard(deadline_s=params["timeout"] or params["duration"] + 60, tmp_root=params["tmpdir"]) as guard:
+    rate_guard = window = None
+    with CaptureGuard(deadline_s=deadline_s(params), tmp_root=params["tmpdir"]) as guard:
         rate = None
         if params["max_event_rate"] and plan.tracefs_root:
             try:
@@ -352,21 +375,27 @@ def run_capture(reader, plan):
                                     backend=name, port=params["dport"])
             capture = _attempt(plan, name)
             capture["auto"] = auto
+            window = CaptureWindow(guard, read_counters)
             started = time.monotonic()
             try:
-                BACKENDS[name].run(capture, guard, reader, plan, rate_guard)
-            except (IOError, OSError, ValueError) as exc:
+                BACKENDS[name].run(capture, guard, reader, plan, rate_guard, window=window)
+            except Exception as exc:  # pylint: disable=broad-except
+                # Whatever broke, the capture says so and the counters read before it are kept.
                 capture["status"] = "failed"
                 capture["reason"] = "%s capture failed: %s" % (name, exc)
             auto["tried"].append({"backend": name, "status": capture["status"], "reason": capture["reason"],
                                   "seconds": round(time.monotonic() - started, 3)})
+            if window.went_live:
+                capture["window"] = window.record()
             if capture["status"] == "ok" or guard.remaining() < params["duration"] + 5:
                 break
+            if window.went_live and capture["status"] == "failed":
+                break  # died mid-way: reported as it is, not replaced by another backend's capture
     capture["guard"] = rate_guard
     if rate_guard["active"]:
         capture["truncated"] = capture["truncated"] or rate_guard["window_s"] < params["duration"]
     _post_filter(capture, params)
-    return _finish(capture, plan)
+    return _finish(capture, plan), window.before, window.after
 
 
 def _post_filter(capture, params):

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator
 
 NO_NET_DM = "Unable to find NET_DM family"
@@ -146,8 +147,14 @@ def command(dropwatch):
     return [dropwatch, "-l", "kas"]
 
 
-def run_dropwatch_capture(capture, guard, dropwatch, duration, packet_mode=True, top=50):
-    """Run `dropwatch -l kas`, drive it for `duration` s, parse; fills and returns `capture`."""
+def run_dropwatch_capture(capture, guard, dropwatch, duration, packet_mode=True, top=50, window=None):
+    """Run `dropwatch -l kas`, drive it for `duration` s, parse; fills and returns `capture`.
+
+    `window` (a ``CaptureWindow``) is told it is live once `start` is sent (dropwatch prints its
+    activation ack block-buffered into a file, so it cannot be seen in time) and when the window ends,
+    right before SIGINT.
+    """
+    window = window or CaptureWindow(guard)
     argv = command(dropwatch)
     capture["command"] = argv
     out_path = guard.path("dropwatch.out")
@@ -161,12 +168,13 @@ def run_dropwatch_capture(capture, guard, dropwatch, duration, packet_mode=True,
         except (IOError, OSError):
             pass  # it exited already (no NET_DM): its output says why
         capture["started_wall"] = time.time()
-        started = time.monotonic()
+        started = window.live()
         end = started + duration
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(0.05)
-        capture["duration_s"] = round(time.monotonic() - started, 3)
-        if proc.poll() is None:
+        running = proc.poll() is None
+        capture["duration_s"] = round((window.stopping() if running else time.monotonic()) - started, 3)
+        if running:
             # While receiving, dropwatch does not read stdin: SIGINT deactivates, then `exit` ends it.
             try:
                 os.kill(proc.pid, signal.SIGINT)

@@ -103,3 +103,39 @@ def parse_ethtool_stats(text: str, source: str = "ethtool -S") -> dict[str, int]
             key = "%s#%d" % (name, copy)
         result[key] = number
     return result
+
+
+# `ethtool -i IF` field -> our name (the fields advice per driver needs).
+_INFO_FIELDS = (("driver", "driver"), ("version", "version"), ("firmware-version", "firmware_version"),
+                ("bus-info", "bus_info"))
+
+
+def parse_ethtool_info(text: str, source: str = "ethtool -i") -> dict[str, str | None]:
+    """Parse ``ethtool -i IF`` (the driver's identity) into ``{driver, version, firmware_version, bus_info}``.
+
+    Sample (this project's build machine, eth0: virtio_net, kernel 6.18, ethtool 6.1; ethtool prints a space
+    after the colon of an empty field, left out here):
+
+    >>> parse_ethtool_info('''driver: virtio_net
+    ... version: 1.0.0
+    ... firmware-version:
+    ... expansion-rom-version:
+    ... bus-info: 0000:00:03.0
+    ... supports-statistics: yes
+    ... ''')
+    {'driver': 'virtio_net', 'version': '1.0.0', 'firmware_version': None, 'bus_info': '0000:00:03.0'}
+
+    A field that is empty or missing (older ethtool prints no ``expansion-rom-version``) is None;
+    other fields are not kept. Raises ValueError naming ``source`` when there is no ``driver:`` line
+    or it is empty. ``ethtool -i lo`` exits 71 (``Cannot get driver information: Operation not
+    supported``): the caller handles the exit status.
+    """
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            values.setdefault(name.strip(), value.strip())
+    if not values.get("driver"):
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        raise ValueError("%s: no driver line (first line: %r)" % (source, first[:120]))
+    return dict((ours, values.get(theirs) or None) for theirs, ours in _INFO_FIELDS)

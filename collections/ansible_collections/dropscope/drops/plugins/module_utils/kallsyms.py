@@ -64,16 +64,6 @@ class Kallsyms:
         found = self.lookup(address)
         return None if found is None else "%s+0x%x" % found
 
-    def resolve(self, address: int):
-        """``(function, "0xOFFSET")``, or ``("0xADDRESS", None)`` when nothing holds `address`.
-
-        The form ``bpftrace_capture.group_drops`` feeds to the drop grouper.
-        """
-        found = self.lookup(address)
-        if found is None:
-            return "0x%x" % address, None
-        return found[0], "0x%x" % found[1]
-
 
 def parse_kallsyms(text: str) -> Kallsyms:
     """Parse ``/proc/kallsyms`` into a :class:`Kallsyms` of its text symbols (types t, T, w, W).
@@ -137,3 +127,77 @@ def raw_address(value: str):
     """
     match = _RAW.match(value)
     return int(match.group(1), 16) if match else None
+
+
+UNAVAILABLE = "unavailable"  # the location of a drop whose tracepoint printed a hashed pointer
+UNRESOLVED = "unresolved"  # a raw address no text symbol of this boot's /proc/kallsyms holds
+HASHED_WHY = ("this kernel's tracefs prints drop locations as hashed pointers (%p, kernels 4.15 to 5.19), "
+              "which nothing can name; perf or bpftrace on this host name them")
+UNRESOLVED_WHY = "the tracepoint printed raw addresses that /proc/kallsyms did not hold (read it as root)"
+
+
+def _read_proc_kallsyms():
+    with open(SOURCE, "r", encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+class Locator:
+    """Names a capture's drop locations on the host that captured them, before anything leaves it.
+
+    ``name(location, offset, count)`` returns the ``(location, offset)`` to report: a symbol stays as it
+    is; a raw address (perf on ``%p`` kernels) becomes ``function`` and ``0xOFFSET`` from this boot's
+    ``/proc/kallsyms`` (read once, on the first raw address); a hashed pointer becomes
+    ``"unavailable"`` and an address nothing holds ``"unresolved"`` (never a pointer). ``summary()``
+    says what was done, for the capture's ``locations``.
+
+    >>> text = "ffffffffc004b000 t bpf_prog_8227addf251b7543\\nffffffffc004c000 t next_function\\n"
+    >>> locator = Locator(lambda: text)
+    >>> locator.name("0xffffffffc004b52c", None, 3), locator.name("tcp_v4_rcv", "0x15a", 1)
+    (('bpf_prog_8227addf251b7543', '0x52c'), ('tcp_v4_rcv', '0x15a'))
+    >>> locator.name("000000001cf38db0", None, 4), locator.name("0xffffffff00000010", None, 1)
+    (('unavailable', None), ('unresolved', None))
+    >>> summary = locator.summary()
+    >>> summary["resolved_events"], summary["hashed_events"], summary["unresolved_events"]
+    (3, 4, 1)
+    """
+
+    def __init__(self, read_text=None):
+        self._read = read_text or _read_proc_kallsyms
+        self._kallsyms = None
+        self._error = None
+        self.resolved = self.hashed = self.unresolved = 0
+
+    def _symbols(self):
+        if self._kallsyms is None:
+            try:
+                self._kallsyms = parse_kallsyms(self._read())
+            except (IOError, OSError, ValueError) as exc:
+                self._error = str(exc)
+                self._kallsyms = Kallsyms([])
+        return self._kallsyms
+
+    def name(self, location, offset, count=1):
+        address = raw_address(location) if location else None
+        if address is not None:
+            found = self._symbols().lookup(address)
+            if found is None:
+                self.unresolved += count
+                return UNRESOLVED, None
+            self.resolved += count
+            return found[0], "0x%x" % found[1]
+        if location and is_hashed_pointer(location):
+            self.hashed += count
+            return UNAVAILABLE, None
+        return location, offset
+
+    def summary(self):
+        """None when every location could be named; else what was resolved and why the rest could not be."""
+        if not (self.hashed or self.unresolved):
+            return None
+        why = []
+        if self.hashed:
+            why.append(HASHED_WHY)
+        if self.unresolved:
+            why.append(UNRESOLVED_WHY + (": %s" % self._error if self._error else ""))
+        return {"resolved_events": self.resolved, "hashed_events": self.hashed,
+                "unresolved_events": self.unresolved, "why": "; ".join(why) or None}

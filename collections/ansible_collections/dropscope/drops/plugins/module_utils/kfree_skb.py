@@ -16,6 +16,8 @@ __metaclass__ = type
 import re
 import sys
 
+from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import Locator, is_hashed_pointer, raw_address
+
 # Where tracefs is mounted (the first is the standard place; the second is the old debugfs one).
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 FORMAT_FILE = "events/skb/kfree_skb/format"
@@ -305,16 +307,29 @@ class DropAggregator:
             else:
                 self.overflow_stacks += 1
 
-    def result(self, top: int = 50, top_stacks: int = 10) -> dict:
+    def result(self, top: int = 50, top_stacks: int = 10, locator=None) -> dict:
         """The largest groups and stacks, and what is left (see docs/run-format.md, ``capture``).
 
         ``drops`` holds at most ``top`` groups sorted by count (descending), then by their key fields
         (reason, location, offset, protocol, extra fields; a missing value first); ``other`` sums the
         rest, overflowed events included (they count as one more group). ``stacks`` holds the
         ``top_stacks`` largest stacks. The keys ``events``, ``drops``, ``other`` and ``stacks`` are
-        those of the capture dict.
+        those of the capture dict. A location that is a raw address or a hashed pointer is named by
+        ``locator`` (default: a ``kallsyms.Locator`` of this host's /proc/kallsyms) and the result then
+        carries ``locations`` (what was resolved and why the rest could not be): no pointer leaves the host.
         """
-        ordered = sorted(self._groups.items(), key=_group_order)
+        groups = self._groups
+        locator = locator if locator is not None else Locator()
+        if any(raw_address(key[1]) is not None or is_hashed_pointer(key[1]) for key in groups if key[1]):
+            # Raw addresses (perf on %p kernels) are named here, on the host; groups that turn out to be
+            # the same function and offset are merged. Hashed pointers become "unavailable".
+            named = {}
+            for key, count in groups.items():
+                location, offset = locator.name(key[1], key[2], count)
+                key = (key[0], location, offset) + key[3:]
+                named[key] = named.get(key, 0) + count
+            groups = named
+        ordered = sorted(groups.items(), key=_group_order)
         drops = []
         for key, count in ordered[:top]:
             drop = dict(zip(self.fields, key))  # noqa: B905 (zip's strict= needs Python 3.10; targets run 3.8)
@@ -326,14 +341,22 @@ class DropAggregator:
             "count": sum(count for _key, count in rest) + self.overflow_events,
             "groups": len(rest) + (1 if self.overflow_events else 0),
         }
-        stacks = sorted(self._stacks.items(), key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2]))
-        return {
+        stacks = {}
+        for (reason, location, frames), count in self._stacks.items():
+            location = locator.name(location, None, 0)[0]
+            stacks[(reason, location, frames)] = stacks.get((reason, location, frames), 0) + count
+        stacks = sorted(stacks.items(), key=lambda item: (-item[1], item[0][0], item[0][1], item[0][2]))
+        result = {
             "events": self.events,
             "drops": drops,
             "other": other,
             "stacks": [{"reason": reason, "location": location, "frames": list(frames), "count": count}
                        for (reason, location, frames), count in stacks[:top_stacks]],
         }
+        summary = locator.summary()
+        if summary:
+            result["locations"] = summary
+        return result
 
 
 def _group_order(item: tuple) -> tuple:

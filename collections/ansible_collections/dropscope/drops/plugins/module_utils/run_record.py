@@ -26,6 +26,7 @@ import tempfile
 import time
 
 SCHEMA_VERSION = 1
+# The results of the older three-task diagnose (drop_counters, drop_capture, drop_counters), still accepted.
 STAGES = (("before", "snapshot"), ("capture", "capture"), ("after", "snapshot"))
 # Capture statuses of a capture that ran; check mode's "check_mode" stands for one that would run.
 CAPTURE_RAN = ("ok", "check_mode")
@@ -89,34 +90,25 @@ def capture_error(capture):
 
 
 def host_record(host, results):
-    """One host's file from the registered results of its three tasks (`before`, `capture`, `after`).
+    """One host's file from the registered results of its diagnose task(s).
+
+    `results` holds ``capture``: the drop_capture result, which carries the counters read in the
+    capture's window (``before``, ``capture``, ``after``, ``capabilities``). The older three-task results
+    (``before`` and ``after`` drop_counters results beside it) are read as they were written.
 
     The capabilities ladder (in drop_capture's result, or a separate drop_capabilities result) is stored
     as "capabilities" when it is there.
 
-    The first problem sets the status and the error: a stage that did not succeed (what came before it
-    is kept), or a capture that did not run (status "failed"; the counters before and after are kept).
+    The first problem sets the status and the error: a task that did not succeed (what came before it
+    is kept), a capture that did not run (status "failed"; the counters read are kept), or a capture
+    that ran without reading counters.
     """
     record = {"schema_version": SCHEMA_VERSION, "kind": "dropscope-host", "host": host,
               "status": "ok", "error": None, "before": None, "capture": None, "after": None}
-    for stage, key in STAGES:
-        result = results.get(stage)
-        problem = _task_error(result)
-        if problem is not None:
-            if record["error"] is None:
-                record["status"], message = problem
-                record["error"] = "%s: %s" % (stage, message)
-            break
-        if not isinstance(result, dict) or result.get("skipped") or key not in result:
-            if record["error"] is None:
-                record["status"] = "failed"
-                record["error"] = "%s: no result (the task did not run)" % stage
-            break
-        record[stage] = result[key]
-        if stage == "capture" and record["error"] is None:
-            error = capture_error(result[key])
-            if error is not None:
-                record["status"], record["error"] = "failed", error
+    if "before" in results or "after" in results:
+        _three_tasks(record, results)
+    else:
+        _one_task(record, results.get("capture"))
     # Optional: which capture backends the host offered (the capabilities ladder); never makes a host fail.
     # drop_capture returns them beside its capture; a separate drop_capabilities result also works.
     capabilities = results.get("capabilities") or results.get("capture")
@@ -124,6 +116,47 @@ def host_record(host, results):
             and not _task_error(capabilities):
         record["capabilities"] = capabilities["capabilities"]
     return record
+
+
+def _fail(record, status, error):
+    if record["error"] is None:
+        record["status"], record["error"] = status, error
+
+
+def _one_task(record, result):
+    """drop_capture's result: the counters before, the capture and the counters after, from one module run."""
+    problem = _task_error(result)
+    if problem is not None:
+        _fail(record, problem[0], "capture: %s" % problem[1])
+        return
+    if not isinstance(result, dict) or result.get("skipped") or "capture" not in result:
+        _fail(record, "failed", "capture: no result (the task did not run)")
+        return
+    for stage in ("before", "capture", "after"):
+        record[stage] = result.get(stage) if isinstance(result.get(stage), dict) else None
+    error = capture_error(record["capture"])
+    if error is not None:
+        _fail(record, "failed", error)
+    elif record["capture"].get("status") == "ok" and (record["before"] is None or record["after"] is None):
+        _fail(record, "failed", "capture: no counters were read (drop_capture ran with counters=false)")
+
+
+def _three_tasks(record, results):
+    """The older results: drop_counters before, drop_capture, drop_counters after."""
+    for stage, key in STAGES:
+        result = results.get(stage)
+        problem = _task_error(result)
+        if problem is not None:
+            _fail(record, problem[0], "%s: %s" % (stage, problem[1]))
+            break
+        if not isinstance(result, dict) or result.get("skipped") or key not in result:
+            _fail(record, "failed", "%s: no result (the task did not run)" % stage)
+            break
+        record[stage] = result[key]
+        if stage == "capture":
+            error = capture_error(result[key])
+            if error is not None:
+                _fail(record, "failed", error)
 
 
 def _write_json(path, document):
@@ -181,7 +214,8 @@ def new_run_id(now=None):
 def write_run(runs_dir, run_id, hosts, manifest):
     """Write manifest.json and hosts/*.json into runs_dir/run_id atomically; returns (run_dir, manifest).
 
-    `hosts` maps inventory host names to their registered results ({"before": …, "capture": …, "after": …}).
+    `hosts` maps inventory host names to their registered results ({"capture": drop_capture's result}, or
+    the older {"before": …, "capture": …, "after": …}).
     """
     records = [host_record(host, hosts[host] or {}) for host in sorted(hosts)]
     return write_records(runs_dir, run_id, records, manifest)

@@ -13,9 +13,19 @@ __metaclass__ = type
 
 import os
 import socket
+import sys
 import time
 
-from ansible_collections.dropscope.drops.plugins.module_utils.ethtool_stats import parse_ethtool_stats
+from ansible_collections.dropscope.drops.plugins.module_utils.ethtool_stats import (
+    parse_ethtool_info,
+    parse_ethtool_stats,
+)
+from ansible_collections.dropscope.drops.plugins.module_utils.iptables_save import parse_iptables_save
+from ansible_collections.dropscope.drops.plugins.module_utils.nf_conntrack import (
+    SYSCTL_DIR,
+    parse_nf_conntrack_stat,
+    parse_nf_conntrack_sysctl,
+)
 from ansible_collections.dropscope.drops.plugins.module_utils.nft_ruleset import parse_nft_ruleset
 from ansible_collections.dropscope.drops.plugins.module_utils.proc_net_dev import (
     parse_proc_net_dev,
@@ -28,7 +38,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils.snmp import (
     parse_proc_net_snmp6,
 )
 from ansible_collections.dropscope.drops.plugins.module_utils.softnet_stat import parse_softnet_stat
-from ansible_collections.dropscope.drops.plugins.module_utils.tc_qdisc import parse_tc_qdisc_json
+from ansible_collections.dropscope.drops.plugins.module_utils.tc_qdisc import parse_tc_qdisc, parse_tc_qdisc_json
 
 # `ethtool -S` exits 94 (EOPNOTSUPP) when the driver keeps no statistics, e.g. on `lo`.
 ETHTOOL_NO_STATS_RC = 94
@@ -55,8 +65,12 @@ class HostReader:
 
     @classmethod
     def for_module(cls, module):
-        """The real host, through `module` (an AnsibleModule): commands run in the C locale."""
-        return cls(run_command=lambda argv: module.run_command(argv, environ_update=C_LOCALE),
+        """The real host, through `module` (an AnsibleModule): commands run in the C locale.
+
+        A command that cannot start raises OSError (recorded in the snapshot's errors) instead of
+        failing the module: drop_capture reads counters while its tracer runs.
+        """
+        return cls(run_command=lambda argv: module.run_command(argv, environ_update=C_LOCALE, handle_exceptions=False),
                    find_bin=lambda name: module.get_bin_path(name, opt_dirs=BIN_DIRS))
 
     def path(self, path):
@@ -74,8 +88,10 @@ class HostReader:
 
 
 def read_system(reader):
-    """Host identity: hostname, kernel release, boot_id and the network namespace it was read in."""
-    system = {"hostname": socket.gethostname(), "kernel_release": os.uname()[2], "boot_id": None, "netns_inode": None}
+    """Host identity: hostname, kernel release, boot_id, the network namespace it was read in, and the
+    Python that ran the module (hosts run what their distribution ships: 3.8 and newer)."""
+    system = {"hostname": socket.gethostname(), "kernel_release": os.uname()[2], "boot_id": None, "netns_inode": None,
+              "python": "%d.%d.%d" % tuple(sys.version_info[:3])}
     try:
         system["boot_id"] = reader.read_text("/proc/sys/kernel/random/boot_id").strip()
     except (IOError, OSError):
@@ -100,7 +116,7 @@ def _read_interfaces(reader):
     statistics = read_sysfs_statistics(reader.path("/sys/class/net"))
     if not statistics:
         statistics = parse_proc_net_dev(reader.read_text("/proc/net/dev"))
-    return dict((name, {"statistics": counters, "ethtool": None, "ethtool_status": None})
+    return dict((name, {"statistics": counters, "ethtool": None, "ethtool_status": None, "driver": None})
                 for name, counters in statistics.items())
 
 
@@ -110,7 +126,12 @@ def _read_ethtool(reader, interfaces, snapshot):
         if ethtool is None:
             entry["ethtool_status"] = "ethtool not installed"
             continue
-        rc, out, err = reader.run([ethtool, "-S", name])
+        try:
+            rc, out, err = reader.run([ethtool, "-S", name])
+        except (IOError, OSError) as exc:
+            entry["ethtool_status"] = "error: %s" % exc
+            snapshot["errors"].append({"source": "ethtool -S %s" % name, "error": str(exc)})
+            continue
         if rc == 0:
             try:
                 entry["ethtool"] = parse_ethtool_stats(out)
@@ -122,6 +143,21 @@ def _read_ethtool(reader, interfaces, snapshot):
             entry["ethtool_status"] = "no stats available"
         else:
             entry["ethtool_status"] = "error: exit %d: %s" % (rc, (err or out).strip()[:200])
+        entry["driver"] = _read_driver(reader, snapshot, ethtool, name)
+
+
+def _read_driver(reader, snapshot, ethtool, name):
+    """`ethtool -i NAME`: the driver, its version, firmware and bus (None where the device has no driver info:
+    `lo` and other software devices exit non-zero with "Operation not supported")."""
+    source = "ethtool -i %s" % name
+    try:
+        rc, out, _err = reader.run([ethtool, "-i", name])
+    except (IOError, OSError) as exc:
+        snapshot["errors"].append({"source": source, "error": str(exc)})
+        return None
+    if rc != 0:
+        return None
+    return _source(snapshot, source, parse_ethtool_info, out, source)
 
 
 def _read_file(reader, snapshot, path, parse):
@@ -146,17 +182,130 @@ def _read_sockets(reader, snapshot):
     return sockets[:MAX_SOCKETS]
 
 
-def _read_command(reader, snapshot, binary, argv, parse):
-    """Run `binary argv…` if it is installed; a missing binary is not an error, a failing one is."""
-    path = reader.find_bin(binary)
+def _read_command(reader, snapshot, binary, argv, parse, path=None):
+    """Run `binary argv…` (at PATH, else where installed); a missing binary is not an error, a failing one is."""
+    path = path or reader.find_bin(binary)
     if path is None:
         return {}
-    rc, out, err = reader.run([path] + argv)
     source = " ".join([binary] + argv)
+    try:
+        rc, out, err = reader.run([path] + argv)
+    except (IOError, OSError) as exc:
+        snapshot["errors"].append({"source": source, "error": str(exc)})
+        return {}
     if rc != 0:
         snapshot["errors"].append({"source": source, "error": "exit %d: %s" % (rc, (err or out).strip()[:200])})
         return {}
     return _source(snapshot, source, parse, out) or {}
+
+
+def _read_qdiscs(reader, snapshot):
+    """Qdisc counters: `tc -s -j qdisc show`, and `tc -s qdisc show` where that fails (iproute2 before 4.15
+    has no -j) or prints entries that are not JSON (4.15 to 5.4, some qdiscs); see tc_qdisc. Which qdiscs
+    came from the text output is noted in `errors` (source "tc -s qdisc show")."""
+    tc = reader.find_bin("tc")
+    if tc is None:
+        return {}
+    json_source, text_source = "tc -s -j qdisc show", "tc -s qdisc show"
+    json_text, why = None, None
+    try:
+        rc, out, err = reader.run([tc, "-s", "-j", "qdisc", "show"])
+    except (IOError, OSError) as exc:
+        rc, out, err = None, "", str(exc)
+    if rc == 0:
+        try:
+            return parse_tc_qdisc_json(out)
+        except ValueError as exc:
+            json_text, why = out, str(exc)
+    else:
+        why = err if rc is None else "exit %d: %s" % (rc, (err or out).strip()[:200])
+    try:
+        rc, text, err = reader.run([tc, "-s", "qdisc", "show"])
+    except (IOError, OSError) as exc:
+        rc, text, err = None, "", str(exc)
+    if rc != 0:
+        snapshot["errors"].append({"source": json_source, "error": why})
+        failed = err if rc is None else "exit %d: %s" % (rc, (err or text).strip()[:200])
+        snapshot["errors"].append({"source": text_source, "error": failed})
+        return {}
+    from_text = []
+    qdiscs = _source(snapshot, text_source, parse_tc_qdisc, json_text, text, from_text)
+    if qdiscs is None:
+        return {}
+    if from_text:
+        snapshot["errors"].append({"source": text_source, "error": "read from the text output (%s gave %s): %s"
+                                   % (json_source, why, ", ".join(from_text))})
+    return qdiscs
+
+
+CONNTRACK_STAT = "/proc/net/stat/nf_conntrack"
+
+
+def _read_conntrack(reader, snapshot):
+    """Connection tracking statistics and table fill, None where nf_conntrack is not loaded.
+
+    Only files that exist once the module is loaded are read (reading never loads it): the per-CPU
+    statistics summed (nf_conntrack.parse_nf_conntrack_stat) and nf_conntrack_count / _max / _buckets.
+    """
+    if not os.path.exists(reader.path(CONNTRACK_STAT)):
+        return None
+    stat = _read_file(reader, snapshot, CONNTRACK_STAT, parse_nf_conntrack_stat)
+    if stat is None:
+        return None
+    conntrack = {"stat": stat}
+    for name in ("count", "max", "buckets"):
+        sysctl = "nf_conntrack_" + name
+        conntrack[name] = _read_file(reader, snapshot, SYSCTL_DIR + sysctl,
+                                     lambda text, s=sysctl: parse_nf_conntrack_sysctl(text, s))
+    return conntrack
+
+
+# iptables-legacy tables of each family: the kernel lists a namespace's tables in this file once one is in use.
+LEGACY_TABLES = (("ipv4", "/proc/net/ip_tables_names", "iptables"), ("ipv6", "/proc/net/ip6_tables_names", "ip6tables"))
+
+
+def _legacy_save_command(reader, tool):
+    """The command that prints the legacy rules of TOOL (iptables / ip6tables) with counters, or None.
+
+    ``TOOL-legacy-save`` where installed; else ``TOOL-save`` unless its ``--version`` says ``(nf_tables)``
+    (iptables-nft, whose rules the nft ruleset already holds); iptables older than 1.8 is always legacy.
+    """
+    legacy = reader.find_bin(tool + "-legacy-save")
+    if legacy is not None:
+        return tool + "-legacy-save", legacy
+    plain = reader.find_bin(tool + "-save")
+    if plain is None:
+        return None
+    try:
+        version = reader.run([plain, "--version"])
+    except (IOError, OSError):
+        return None
+    if "(nf_tables)" in version[1] + version[2]:
+        return None
+    return tool + "-save", plain
+
+
+def _read_legacy_firewall(reader, snapshot):
+    """iptables-legacy / ip6tables-legacy rules with their counters, keyed "iptables TABLE CHAIN #N".
+
+    Read only where the kernel already has legacy tables in this namespace (its *_tables_names file exists
+    and lists one): running the save command elsewhere could make the kernel load ip_tables modules.
+    """
+    rules = {}
+    for family, names_file, tool in LEGACY_TABLES:
+        try:
+            tables = reader.read_text(names_file).split()
+        except (IOError, OSError):
+            continue
+        if not tables:
+            continue
+        command = _legacy_save_command(reader, tool)
+        if command is None:
+            continue
+        name, path = command
+        rules.update(_read_command(reader, snapshot, name, ["-c"], lambda out, f=family: parse_iptables_save(out, f),
+                                   path=path))
+    return rules
 
 
 def collect_snapshot(reader, ethtool=True, firewall=True):
@@ -171,6 +320,7 @@ def collect_snapshot(reader, ethtool=True, firewall=True):
         "qdiscs": {},
         "sockets": [],
         "firewall": {},
+        "conntrack": None,
         "errors": [],
     }
     snapshot["interfaces"] = _source(snapshot, "/sys/class/net", _read_interfaces, reader) or {}
@@ -178,8 +328,10 @@ def collect_snapshot(reader, ethtool=True, firewall=True):
         _read_ethtool(reader, snapshot["interfaces"], snapshot)
     snapshot["protocols"] = _read_protocols(reader, snapshot)
     snapshot["softnet"] = _read_file(reader, snapshot, "/proc/net/softnet_stat", parse_softnet_stat) or []
-    snapshot["qdiscs"] = _read_command(reader, snapshot, "tc", ["-s", "-j", "qdisc", "show"], parse_tc_qdisc_json)
+    snapshot["qdiscs"] = _read_qdiscs(reader, snapshot)
+    snapshot["conntrack"] = _read_conntrack(reader, snapshot)
     snapshot["sockets"] = _read_sockets(reader, snapshot)
     if firewall:
         snapshot["firewall"] = _read_command(reader, snapshot, "nft", ["-a", "list", "ruleset"], parse_nft_ruleset)
+        snapshot["firewall"].update(_read_legacy_firewall(reader, snapshot))
     return snapshot

@@ -242,7 +242,7 @@ def _json_array_items(text: str) -> list:
     return items
 
 
-def parse_tc_qdisc(json_text: str | None = None, text: str | None = None) -> dict[str, dict]:
+def parse_tc_qdisc(json_text: str | None = None, text: str | None = None, from_text_keys: list | None = None) -> dict[str, dict]:
     """Qdisc counters from ``tc -s -j qdisc show`` and/or ``tc -s qdisc show``, whichever tc can give.
 
     - only `text` (iproute2 before 4.15 has no ``-j``): :func:`parse_tc_qdisc_text`;
@@ -253,16 +253,20 @@ def parse_tc_qdisc(json_text: str | None = None, text: str | None = None) -> dic
       the two outputs do not list the same qdiscs in the same order (one changed in between), all
       qdiscs come from `text`, one consistent listing.
 
+    `from_text_keys`, when a list, gets the key of every qdisc that came from `text` (so the caller can say
+    which ones tc could not print as JSON).
+
     Sample (iproute2 5.4.0, whose tbf options are bare text: one entry of its ``-s -j`` output):
 
     >>> broken = ('[{"kind":"tbf","handle":"3:","dev":"dh4e","root":true,"refcnt":3,"options":{rate 1Mbit burst 1600b lat 0us },'
     ...           '"bytes":2174,"packets":3,"drops":198,"overlimits":199,"requeues":0,"backlog":0,"qlen":0}]')
+    >>> keys = []
     >>> qdiscs = parse_tc_qdisc(broken, text='''qdisc tbf 3: dev dh4e root refcnt 3 rate 1Mbit burst 1600b lat 0us
     ...  Sent 2174 bytes 3 pkt (dropped 198, overlimits 199 requeues 0)
     ...  backlog 0b 0p requeues 0
-    ... ''')
-    >>> qdiscs["dh4e tbf 3:"]["dropped"], qdiscs["dh4e tbf 3:"]["parent"]
-    (198, 'root')
+    ... ''', from_text_keys=keys)
+    >>> qdiscs["dh4e tbf 3:"]["dropped"], qdiscs["dh4e tbf 3:"]["parent"], keys
+    (198, 'root', ['dh4e tbf 3:'])
 
     Raises ValueError naming the source when neither output is given, when the JSON has broken
     entries and no `text` was given (the message names the first broken entry), and for every error
@@ -272,7 +276,7 @@ def parse_tc_qdisc(json_text: str | None = None, text: str | None = None) -> dic
     if json_text is None:
         if text is None:
             raise ValueError("%s: no output given (neither -j nor text)" % SOURCE)
-        return parse_tc_qdisc_text(text)
+        return _noting(parse_tc_qdisc_text(text), from_text_keys)
     try:
         json.loads(json_text)
     except ValueError:
@@ -300,5 +304,15 @@ def parse_tc_qdisc(json_text: str | None = None, text: str | None = None) -> dic
         isinstance(entry, tuple) or [entry[key] for key in identity] == [from_text[index][key] for key in identity]
         for index, entry in enumerate(decoded))
     if not aligned:
-        return _keyed(from_text)
-    return _keyed([from_text[index] if isinstance(entry, tuple) else entry for index, entry in enumerate(decoded)])
+        return _noting(_keyed(from_text), from_text_keys)
+    result = _keyed([from_text[index] if isinstance(entry, tuple) else entry for index, entry in enumerate(decoded)])
+    if from_text_keys is not None:
+        from_text_keys.extend(key for key, qdisc in result.items() if any(qdisc is entry for entry in from_text))
+    return result
+
+
+def _noting(qdiscs: dict, keys: list | None) -> dict:
+    """QDISCS, with all their keys appended to KEYS (a list, or None: not asked)."""
+    if keys is not None:
+        keys.extend(qdiscs)
+    return qdiscs

@@ -19,6 +19,7 @@ import re
 import select
 import time
 
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
     TRACEFS_ROOTS,
     DropAggregator,
@@ -149,12 +150,14 @@ def command(instance_name):
     return ["tracefs", "instances/" + instance_name, EVENT]
 
 
-def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, event_filter=""):
+def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, event_filter="", window=None):
     """Capture in a private instance for `duration` s, reading trace_pipe with poll and a deadline.
 
     Fills `capture` (see docs/run-format.md) and returns it; the instance is removed before returning
-    (and by the guardian on any other exit path).
+    (and by the guardian on any other exit path). `window` (a ``CaptureWindow``) is told when the event
+    is enabled (live) and when the window ends, right before it is disabled.
     """
+    window = window or CaptureWindow(guard)
     path = new_instance(guard, root)
     capture["command"] = command(os.path.basename(path))
     aggregator = DropAggregator()
@@ -167,9 +170,8 @@ def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, ev
         fd = os.open(os.path.join(path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
         enable = os.path.join(path, EVENT, "enable")
         _write(enable, "1")
-        guard.mark_ready()
         capture["started_wall"] = time.time()
-        started = time.monotonic()
+        started = window.live()
         end = started + duration
         pending = b""
         poller = select.poll()
@@ -178,9 +180,10 @@ def run_tracefs_capture(capture, guard, root, duration, reasons=None, top=50, ev
         while True:
             now = time.monotonic()
             if stopping_at is None and (now >= end or guard.remaining() < 5):
+                capture["truncated"] = now < end
+                now = window.stopping()
                 _write(enable, "0")
                 capture["duration_s"] = round(now - started, 3)
-                capture["truncated"] = now < end
                 # Drain what is left in the buffer, bounded in time.
                 stopping_at = now + 2.0
             if stopping_at is not None and now >= stopping_at:

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: drop_capture
-short_description: Capture where the kernel drops packets (skb:kfree_skb) for a few seconds
+short_description: Capture where the kernel drops packets (skb:kfree_skb) and read the drop counters, in one window
 version_added: 0.1.0
 description:
   - Counts the C(skb:kfree_skb) tracepoint for O(duration) seconds and aggregates on the host, so only
@@ -22,6 +22,14 @@ description:
     ftrace instance read through C(trace_pipe)), V(dropwatch) (needs the kernel's NET_DM). V(auto)
     tries them in that order, skipping those M(dropscope.drops.drop_capabilities) finds unavailable, and
     says why in RV(capture.auto)."
+  - With O(counters=true) (the default) it also reads every drop counter, as M(dropscope.drops.drop_counters)
+    does, twice in the capture's own window - right after the tracer is live (RV(before)) and right before
+    it is stopped (RV(after)) - so the counters' interval and the capture's window are the same, and one
+    module run per host gives the whole diagnosis. RV(capture.window) records both intervals and how much
+    they differ (the reading time).
+  - A counter source that cannot be read is listed in the snapshot's C(errors) and the capture goes on. A
+    capture that dies mid-way returns RV(capture.status=failed) with the reason, and the counters read
+    before it (RV(before); RV(after) is null).
   - Reason names come from the host's own C(events/skb/kfree_skb/format), since the enum differs
     between kernel versions.
   - The result is bounded in size whatever the drop rate (the top O(top) groups and an C(other) bucket).
@@ -109,6 +117,12 @@ options:
     description:
       - Directory for the temporary perf data file. Defaults to the system's temporary directory.
     type: path
+  counters:
+    description:
+      - Read the drop counters when the tracer is live and right before it stops (RV(before), RV(after)).
+      - V(false) captures only; RV(before) and RV(after) are then null.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - dropscope.drops.attributes
   - dropscope.drops.attributes.read_only
@@ -118,7 +132,8 @@ attributes:
     details:
       - Check mode reads the host's capabilities and plans the capture exactly as a real run does, then
         returns the command the run would start (RV(capture.status=check_mode)) or the refusal the run
-        would return (RV(capture.status=unavailable) or V(failed), with the same reason). Nothing is captured.
+        would return (RV(capture.status=unavailable) or V(failed), with the same reason). Nothing is captured
+        and no counters are read (RV(before) and RV(after) are null).
   platform:
     details:
       - Hosts with bpftrace (and kernel BTF), perf, tracefs or dropwatch (with NET_DM).
@@ -160,6 +175,10 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ item.count }} x {{ item.reason }} at {{ item.location }}"
   loop: "{{ capture.capture.drops }}"
+
+- name: Show UDP packets that found no socket, counted in the capture's window
+  ansible.builtin.debug:
+    msg: "{{ capture.after.protocols.UdpNoPorts - capture.before.protocols.UdpNoPorts }}"
 """
 
 RETURN = r"""
@@ -262,6 +281,32 @@ capture:
                "bpftrace_program": "lean",
                "actions": ["bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header parsing, so no l4/port columns)",
                            "captured 3 s of 10 s (sampling in time): counts cover the window only"]}
+    window:
+      description:
+        - The counting window and the counters' interval, in seconds, relative to the moment the tracer was
+          live (absent in check mode and when no backend went live). C(capture_s) (live to stop),
+          C(counters_s) (between the two snapshots' C(time.monotonic)), C(before_at_s) and C(after_at_s) (when
+          each snapshot began), C(before_read_s) and C(after_read_s) (how long each took to read),
+          C(difference_s) (how much the two intervals differ; about the reading time) and C(complete)
+          (false when the capture ended before its window did). Counter fields are null without O(counters).
+      type: dict
+      sample: {"capture_s": 4.112, "counters_s": 4.004, "before_at_s": 0.0001, "after_at_s": 4.0041,
+               "before_read_s": 0.103, "after_read_s": 0.1078, "difference_s": 0.108, "complete": true}
+before:
+  description:
+    - The drop counters read right after the tracer was live, as M(dropscope.drops.drop_counters) returns its
+      snapshot (see docs/run-format.md); sources that could not be read are in its C(errors).
+    - Null in check mode, with O(counters=false), and when no backend went live.
+  returned: always
+  type: dict
+  sample: {"schema_version": 1, "time": {"wall": 1795748401.25, "monotonic": 10234.5}, "protocols": {"UdpNoPorts": 0}}
+after:
+  description:
+    - The drop counters read right before the tracer was stopped (same layout as RV(before)).
+    - Null in check mode, with O(counters=false), and when the capture ended before its window did.
+  returned: always
+  type: dict
+  sample: {"schema_version": 1, "time": {"wall": 1795748405.35, "monotonic": 10238.6}, "protocols": {"UdpNoPorts": 300}}
 capabilities:
   description:
     - What the host offers for capturing, as M(dropscope.drops.drop_capabilities) returns it; the ladder
@@ -284,8 +329,12 @@ from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends i
     plan_capture,
     run_capture,
 )
-from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import read_reason_names
-from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, read_system
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import (
+    unmount_if_owner_dies,
+    watch_controller,
+)
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import TRACEFS_ROOTS, read_reason_names
+from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, collect_snapshot, read_system
 from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import TracefsMount
 
 
@@ -308,6 +357,7 @@ def main():
             max_size_mb=dict(type="int", default=256),
             timeout=dict(type="int", default=0),
             tmpdir=dict(type="path"),
+            counters=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -317,22 +367,29 @@ def main():
     reader = HostReader.for_module(module)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _exit_on_signal)
+    # No signal comes when the SSH channel (stdout) closes: the capture's guardian watches it and ends this module.
+    watch_controller(1)
     # Inside `ip netns exec` tracefs is not mounted: mount it for the capture, and in check mode just
     # long enough to read the tracepoint, so the plan is the same in both.
     with TracefsMount(reader) as mount:
+        if mount.mounted_here:  # unmounted on leaving the block; by the guardian if this module dies first
+            unmount_if_owner_dies(TRACEFS_ROOTS[0], reader.find_bin("umount"))
         caps = collect_capabilities(reader)
         plan = plan_capture(module.params, caps, read_system(reader), read_reason_names(reader.read_text),
                             mount.root)
+        before = after = None
         if module.check_mode:
             capture = describe_capture(reader, plan)
         else:
+            # The counters are read in the capture's window: when its tracer is live and before it stops.
+            read_counters = (lambda: collect_snapshot(reader)) if module.params["counters"] else None
             try:
-                capture = run_capture(reader, plan)
+                capture, before, after = run_capture(reader, plan, read_counters)
             except (IOError, OSError) as exc:
                 module.fail_json(msg="Capture failed: %s" % exc, capabilities=caps)
     # A capture that is unavailable or failed is data for the report (its status and reason say so),
     # not a task failure. The capabilities it chose from come back too (no separate drop_capabilities task).
-    module.exit_json(changed=False, capture=capture, capabilities=caps)
+    module.exit_json(changed=False, capture=capture, before=before, after=after, capabilities=caps)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ description:
   - Protocol counters from C(/proc/net/snmp), C(/proc/net/netstat) and C(/proc/net/snmp6) under nstat
     names such as C(UdpNoPorts), C(TcpExtListenOverflows) or C(IpOutDiscards).
   - Per-CPU C(/proc/net/softnet_stat), C(tc -s) qdisc drops, overlimits and backlog per device,
-    per-socket UDP drops from C(/proc/net/udp) and C(/proc/net/udp6), and nftables rule counters.
+    per-socket UDP drops from C(/proc/net/udp) and C(/proc/net/udp6), and firewall rule counters (nftables,
+    and iptables-legacy / ip6tables-legacy where the network namespace has legacy tables).
   - A source that cannot be read is listed in RV(snapshot.errors); the rest of the snapshot is still returned.
   - The module only reads; it never changes the host.
+  - M(dropscope.drops.drop_capture) reads the same snapshot itself, twice, in its capture's window; this
+    module is for counters alone.
 options:
   ethtool:
     description:
@@ -31,7 +34,10 @@ options:
     default: true
   firewall:
     description:
-      - Read the counters of nftables rules (C(nft -a list ruleset)); needs root.
+      - Read the counters of nftables rules (C(nft -a list ruleset)) and of iptables-legacy / ip6tables-legacy rules
+        (C(iptables-legacy-save -c), C(ip6tables-legacy-save -c)); needs root.
+      - Legacy rules are read only where C(/proc/net/ip_tables_names) (C(ip6_tables_names)) lists a table, so no
+        kernel module is ever loaded; iptables-nft rules are part of the nftables ruleset.
     type: bool
     default: true
 extends_documentation_fragment:
@@ -86,9 +92,10 @@ snapshot:
       type: dict
       sample: {"wall": 1795748401.25, "monotonic": 10234.5}
     interfaces:
-      description: Per interface, kernel statistics, ethtool counters and whether ethtool had any.
+      description: Per interface, kernel statistics, ethtool counters, whether ethtool had any, and the driver (C(ethtool -i)).
       type: dict
-      sample: {"eth0": {"statistics": {"rx_dropped": 0}, "ethtool": {"rx_queue_0_xdp_drops": 0}, "ethtool_status": "ok"}}
+      sample: {"eth0": {"statistics": {"rx_dropped": 0}, "ethtool": {"rx_queue_0_xdp_drops": 0}, "ethtool_status": "ok",
+                        "driver": {"driver": "virtio_net", "version": "1.0.0", "firmware_version": null, "bus_info": "0000:00:03.0"}}}
     protocols:
       description: Protocol counters under nstat names.
       type: dict
@@ -99,7 +106,9 @@ snapshot:
       elements: dict
       sample: [{"cpu": 0, "processed": 13, "dropped": 0, "time_squeeze": 0}]
     qdiscs:
-      description: Queueing disciplines by "device kind handle" with their drop counters.
+      description: >-
+        Queueing disciplines by "device kind handle" with their drop counters (C(tc -s -j qdisc show); where tc has no
+        C(-j) or prints broken JSON, C(tc -s qdisc show) too, noted in errors).
       type: dict
       sample: {"eth0 tbf 8001:": {"dropped": 180, "overlimits": 0, "backlog": 0}}
     sockets:
@@ -108,9 +117,18 @@ snapshot:
       elements: dict
       sample: [{"proto": "udp", "local_address": "0.0.0.0", "local_port": 9100, "inode": 1234, "drops": 7}]
     firewall:
-      description: nftables rules that have a counter.
+      description: >-
+        nftables rules that have a counter (keys C(nft FAMILY TABLE CHAIN #HANDLE)) and iptables-legacy / ip6tables-legacy
+        rules and built-in chain policies (keys C(iptables TABLE CHAIN #N), C(iptables TABLE CHAIN policy), C(ip6tables ...)).
       type: dict
       sample: {"nft inet filter input #3": {"rule": "udp dport 8000 drop", "packets": 500, "bytes": 14000}}
+    conntrack:
+      description: >-
+        Connection tracking statistics summed over CPUs and the table's count, max and buckets; null where the
+        nf_conntrack module is not loaded (it is never loaded by reading).
+      type: dict
+      sample: {"stat": {"entries": 6, "invalid": 8, "drop": 0, "early_drop": 0, "insert_failed": 0, "cpus": 2},
+               "count": 6, "max": 262144, "buckets": 65536}
     errors:
       description: Sources that could not be read, each with the error.
       type: list

@@ -13,14 +13,17 @@ module: run_record
 short_description: Write the results of a dropscope run into a new run directory on the controller
 version_added: 0.1.0
 description:
-  - Takes the registered results of M(dropscope.drops.drop_counters) (before and after) and
-    M(dropscope.drops.drop_capture) of every host of a run and writes them as one JSON file per host
-    plus a C(manifest.json) into a new directory O(runs_dir)/O(run_id).
+  - Takes the registered result of M(dropscope.drops.drop_capture) of every host of a run (its capture and
+    the counters it read before and after, in the capture's window) and writes them as one JSON file per
+    host plus a C(manifest.json) into a new directory O(runs_dir)/O(run_id).
+  - The results of the older three-task diagnose (M(dropscope.drops.drop_counters) before and after beside
+    the capture) are still accepted.
   - Each host gets a status (V(ok), V(unreachable) or V(failed)) and the error of the first task that did
     not succeed; unreachable and failed hosts are recorded, never dropped.
   - A capture that did not run (its C(status) is V(unavailable) or V(failed), for example the asked backend
     does not work on that host) makes the host V(failed); its error starts with C(capture failed) and names
-    the backend, the status and the reason. Its counters before and after are kept. In check mode a
+    the backend, the status and the reason. The counters it read are kept. A capture that ran without
+    reading counters (M(dropscope.drops.drop_capture) with C(counters=false)) makes the host V(failed) too. In check mode a
     capture that would run (C(status=check_mode)) counts as ok, so RV(incomplete) names the hosts a real
     run would leave incomplete.
   - The directory is written under a temporary name and renamed into place when complete, so a
@@ -41,9 +44,10 @@ options:
     type: str
   results:
     description:
-      - Per inventory host name, a dictionary with the registered results C(before), C(capture) and C(after),
-        and optionally C(capabilities) (M(dropscope.drops.drop_capabilities)), stored in the host file when it
-        succeeded.
+      - Per inventory host name, a dictionary with the registered result C(capture) of
+        M(dropscope.drops.drop_capture) (which carries C(before), C(capture), C(after) and C(capabilities)).
+      - The older form, the registered results C(before) and C(after) of M(dropscope.drops.drop_counters) beside
+        C(capture), and optionally C(capabilities) (M(dropscope.drops.drop_capabilities)), is read as it was.
     type: dict
     required: true
   manifest:
@@ -80,9 +84,7 @@ EXAMPLES = r"""
     runs_dir: "{{ playbook_dir }}/../runs"
     results:
       h1:
-        before: "{{ hostvars['h1'].diagnose_before }}"
         capture: "{{ hostvars['h1'].diagnose_capture }}"
-        after: "{{ hostvars['h1'].diagnose_after }}"
     manifest:
       command: "ansible-playbook playbooks/diagnose-drops.yml"
   delegate_to: localhost

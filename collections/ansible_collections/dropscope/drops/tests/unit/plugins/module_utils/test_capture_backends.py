@@ -18,6 +18,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils import tracefs_cap
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import collect_capabilities
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import guard_plan
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
+from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import Locator
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
     DropAggregator,
     aggregate_perf_script,
@@ -48,7 +49,7 @@ def test_bpftrace_json_sample_is_parsed():
 
 def test_bpftrace_groups_name_reasons_locations_ports():
     parsed = bt.parse_bpftrace_json(recorded("bpftrace_json.txt").splitlines())
-    kallsyms = bt.Kallsyms(recorded("kallsyms_excerpt.txt"))
+    kallsyms = Locator(lambda: recorded("kallsyms_excerpt.txt"))
     grouped = bt.group_drops(parsed["entries"], REASONS, kallsyms, top=2)
     assert grouped["events"] == 357
     assert grouped["drops"] == [
@@ -63,11 +64,14 @@ def test_bpftrace_groups_name_reasons_locations_ports():
 
 
 def test_bpftrace_unknown_address_and_reason_stay_visible():
-    kallsyms = bt.Kallsyms("")
+    # An address no symbol holds is "unresolved", never a pointer; the capture says why.
     grouped = bt.group_drops([{"netns": 1, "reason_id": 999, "address": 0xffffffffc0000000, "protocol": 0,
-                               "l4": 0, "port": 0, "count": 2}], {}, kallsyms)
-    assert grouped["drops"] == [{"reason": "REASON_999", "location": "0xffffffffc0000000", "offset": None,
+                               "l4": 0, "port": 0, "count": 2}], {}, Locator(lambda: ""))
+    assert grouped["drops"] == [{"reason": "REASON_999", "location": "unresolved", "offset": None,
                                  "protocol": "none", "l4": None, "port": None, "count": 2}]
+    assert grouped["locations"] == {"resolved_events": 0, "hashed_events": 0, "unresolved_events": 2,
+                                    "why": "the tracepoint printed raw addresses that /proc/kallsyms did not hold"
+                                           " (read it as root)"}
 
 
 def test_bpftrace_program_takes_only_integers():
@@ -219,8 +223,8 @@ def test_bpftrace_backend_passes_the_program_choice(monkeypatch, rate, port, lea
     plan = cb.CapturePlan(_params(backend="bpftrace", dport=port, duration=10), None, SYSTEM, {}, None)
     rate_guard = guard_plan(10, False, 50000, rate, backend="bpftrace", port=port)
     capture = cb._attempt(plan, "bpftrace")
-    cb.BACKENDS["bpftrace"].run(capture, None, reader, plan, rate_guard)
-    assert seen["lean"] is lean and seen["netns"] == 4026532177 and seen["port"] == port
+    cb.BACKENDS["bpftrace"].run(capture, None, reader, plan, rate_guard, window="the window")
+    assert seen["lean"] is lean and seen["window"] == "the window" and seen["netns"] == 4026532177 and seen["port"] == port
     assert seen["duration"] == (3 if rate > 50000 else 10) and seen["bpftrace"] == "/usr/bin/bpftrace"
     assert capture["scope"] == "netns"
 
@@ -306,7 +310,8 @@ def test_check_mode_predicts_the_real_run(hosts, nothing_starts, ladder, backend
 
     check = cb.describe_capture(reader, cb.plan_capture(params, caps, host, REASONS, tracefs_root))
     plan = cb.plan_capture(params, caps, host, REASONS, tracefs_root)
-    real = cb.run_capture(reader, plan)
+    real, before, after = cb.run_capture(reader, plan, read_counters=lambda: pytest.fail("no tracer went live"))
+    assert (before, after) == (None, None) and "window" not in real
 
     skipped = check["auto"]["tried"]
     assert real["auto"]["tried"][:len(skipped)] == skipped
@@ -360,8 +365,9 @@ def test_check_mode_names_the_command_and_why(hosts):
     reader, caps, tracefs_root = hosts["only perf"]
     plan = cb.plan_capture(_params(stacks=True, duration=7), caps, SYSTEM, REASONS, tracefs_root)
     check = cb.describe_capture(reader, plan)
+    # Events off until `enable` on the control FIFO; `sleep` is the capture's own deadline (duration + 60 s).
     assert check["command"] == ["/usr/bin/perf", "record", "-a", "-e", "skb:kfree_skb", "-g", "--max-size", "256M",
-                                "-o", "perf.data", "--", "sleep", "7"]
+                                "-D", "-1", "--control", "fifo:perf.ctl,perf.ack", "-o", "perf.data", "--", "sleep", "67"]
     assert check["auto"] == {
         "requested": "auto", "chosen": "perf",
         "why": "perf is the cheapest rung that works here; bpftrace unavailable: bpftrace not installed (package"
@@ -377,7 +383,7 @@ def test_tracefs_that_cannot_be_mounted_is_refused(hosts):
     reader, caps, _root = hosts["everything"]
     plan = cb.plan_capture(_params(backend="tracefs"), caps, SYSTEM, REASONS, None)
     assert (plan.refusal["status"], plan.refusal["reason"]) == ("unavailable", cb.TRACEFS_UNMOUNTABLE)
-    assert cb.run_capture(reader, plan) == cb.describe_capture(reader, plan)
+    assert cb.run_capture(reader, plan) == (cb.describe_capture(reader, plan), None, None)
 
 
 def test_bpftrace_program_self_deadline():

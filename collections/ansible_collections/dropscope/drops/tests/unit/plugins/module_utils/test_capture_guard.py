@@ -9,11 +9,14 @@ __metaclass__ = type
 
 import json
 import os
+import pty
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils import capture_guard
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
 
@@ -206,3 +209,162 @@ def test_orderly_end_leaves_the_payload_dir_to_ansible(tmp_path):
         assert payload.exists(), "the guardian removed the payload dir after an orderly end"
     finally:
         owner.kill()
+
+
+# An owner that declares its stdout as its channel to the controller (as drop_capture does), starts
+# `sleep 60` under a guard, reports on stderr (the watched stdout stays silent), then waits to be killed.
+WATCHING_OWNER = """
+import json, os, sys, time
+from ansible_collections.dropscope.drops.plugins.module_utils import capture_guard
+capture_guard.ansible_payload_dir = lambda module_file=None: sys.argv[1]
+watching = capture_guard.watch_controller(1)
+guard = capture_guard.CaptureGuard(deadline_s=60).__enter__()
+proc = guard.start(["sleep", "60"], stdout=open(os.devnull, "wb"))
+sys.stderr.write(json.dumps({"child": proc.pid, "tmpdir": guard.tmpdir, "watching": watching}) + "\\n")
+sys.stderr.flush()
+if sys.argv[2] == "orderly":
+    guard.close()
+    sys.stdout.write("result\\n")
+    sys.exit(0)
+time.sleep(120)
+"""
+
+
+def _watching_owner(tmp_path, stdout, mode="wait"):
+    payload = tmp_path / "ansible_dropscope.drops.drop_capture_payload_watch1"
+    payload.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", WATCHING_OWNER, str(payload), mode], stdout=stdout,
+                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    state = json.loads(owner.stderr.readline())
+    if mode == "wait":  # an orderly owner closes its guard right after reporting
+        assert _alive(state["child"]) and os.path.isdir(state["tmpdir"])
+    return owner, state, payload
+
+
+def _channel(kind):
+    """(owner's end, our end) of a pipe or a socket pair, as an SSH session gives a remote command."""
+    if kind == "pipe":
+        ours, theirs = os.pipe()
+        return theirs, ours
+    theirs, ours = socket.socketpair()
+    return theirs.detach(), ours.detach()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_controller_gone_the_guardian_stops_the_capture_and_ends_the_module(tmp_path, kind):
+    """The reader of the watched stdout closes (the ssh client died): tracer and files go within 1 s."""
+    theirs, ours = _channel(kind)
+    owner, state, payload = _watching_owner(tmp_path, theirs)
+    os.close(theirs)
+    try:
+        assert state["watching"] is True
+        assert _alive(state["child"]) and owner.poll() is None
+        os.close(ours)
+        assert _wait_until(lambda: not _alive(state["child"]), 1), "the tracer outlived the controller's channel"
+        assert _wait_until(lambda: not os.path.exists(state["tmpdir"]), 1), "temp dir left after the hangup"
+        assert owner.wait(timeout=5) == -signal.SIGKILL, "the module must end: nobody reads its result"
+        assert _wait_until(lambda: not payload.exists(), 5), "Ansible's payload dir outlived the module"
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_a_watched_regular_file_is_never_taken_for_a_hangup(tmp_path):
+    out = tmp_path / "stdout.txt"
+    with open(out, "wb") as handle:
+        owner, state, payload = _watching_owner(tmp_path, handle)
+    try:
+        assert state["watching"] is False
+        out.unlink()
+        assert not _wait_until(lambda: not _alive(state["child"]) or owner.poll() is not None, 1)
+        assert os.path.isdir(state["tmpdir"]) and payload.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    # The owner's own death is still seen (end-of-file on the guardian's pipe).
+    assert _wait_until(lambda: not _alive(state["child"]), 5)
+    assert _wait_until(lambda: not os.path.exists(state["tmpdir"]), 5)
+
+
+def test_a_terminal_is_not_watched_its_hangup_is_a_sighup(tmp_path):
+    master, slave = pty.openpty()
+    owner, state, payload = _watching_owner(tmp_path, slave)
+    os.close(slave)
+    try:
+        assert state["watching"] is False
+        os.close(master)
+        assert not _wait_until(lambda: not _alive(state["child"]) or owner.poll() is not None, 1)
+        assert os.path.isdir(state["tmpdir"])
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_orderly_end_the_guardian_does_not_hold_the_controller_channel(tmp_path):
+    """The module's result reaches the controller and its channel closes when the module exits."""
+    owner, state, payload = _watching_owner(tmp_path, subprocess.PIPE, mode="orderly")
+    try:
+        assert state["watching"] is True
+        output, _err = owner.communicate(timeout=10)  # end-of-file: no guardian keeps stdout open
+        assert (owner.returncode, output) == (0, b"result\n")
+        # The guardian cleans up after the module's orderly end, on its own (a busy machine may delay it).
+        assert _wait_until(lambda: not _alive(state["child"]) and not os.path.exists(state["tmpdir"]), 5)
+        assert payload.exists(), "after an orderly end the payload dir is Ansible's to remove"
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+# An owner that mounted a tmpfs (as drop_capture mounts tracefs), declares it, then runs a guard.
+MOUNTING_OWNER = """
+import json, subprocess, sys, time
+from ansible_collections.dropscope.drops.plugins.module_utils import capture_guard
+subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=1m", "dropscope-test", sys.argv[1]])
+capture_guard.unmount_if_owner_dies(sys.argv[1])
+guard = capture_guard.CaptureGuard(deadline_s=60).__enter__()
+if sys.argv[2] == "orderly":
+    guard.close()
+print(json.dumps({"tmpdir": guard.tmpdir}), flush=True)
+time.sleep(120)
+"""
+
+
+def _mounted(path):
+    with open("/proc/self/mounts") as handle:
+        return any(line.split()[1] == path for line in handle)
+
+
+@pytest.mark.parametrize("mode", ["killed", "orderly"])
+def test_what_the_module_mounted_is_unmounted_only_if_it_dies(tmp_path, mode):
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root to mount a tmpfs (run as root after `bash .ci/install`)")
+    target = str(tmp_path / "mnt")
+    os.mkdir(target)
+    owner = subprocess.Popen([sys.executable, "-c", MOUNTING_OWNER, target, mode], stdout=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    try:
+        json.loads(owner.stdout.readline())
+        assert _mounted(target)
+        owner.kill()
+        owner.wait()
+        if mode == "killed":
+            assert _wait_until(lambda: not _mounted(target), 5), "the dead module's mount is left"
+        else:
+            time.sleep(0.5)
+            assert _mounted(target), "after an orderly end the module unmounts what it mounted itself"
+    finally:
+        owner.kill()
+        owner.wait()
+        while _mounted(target):
+            subprocess.check_call(["umount", target])
+
+
+def test_ready_marker_says_what_the_capture_holds_outside_its_directory(tmp_path):
+    instance = str(tmp_path / "instance-like")
+    with CaptureGuard(deadline_s=30) as guard:
+        guard.remove_dir_on_exit(instance)
+        guard.mark_ready()
+        with open(guard.path("ready")) as ready, open(guard.path("payload")) as payload, \
+                open(guard.path("dirs")) as dirs:
+            marker = (int(ready.read()), payload.read(), dirs.read())
+    assert marker == (os.stat("/proc/self/ns/net").st_ino, "", instance + "\n")

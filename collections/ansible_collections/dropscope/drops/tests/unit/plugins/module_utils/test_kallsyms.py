@@ -12,10 +12,13 @@ import re
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import (
+    HASHED_WHY,
+    Locator,
     is_hashed_pointer,
     parse_kallsyms,
     raw_address,
 )
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import aggregate_perf_script
 from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
 
 LOCATION = re.compile(r"\blocation=(\S+)")
@@ -29,12 +32,10 @@ def test_kernel_4_10_raw_address_resolves_with_the_same_hosts_kallsyms():
     symbols = parse_kallsyms(recorded("kallsyms_cilium_doc_4.10.txt"))
     assert len(symbols) == 3  # the 'd' (data) symbol is not a place code runs
     assert symbols.location(raw_address(value)) == "bpf_prog_8227addf251b7543+0x52c"
-    assert symbols.resolve(raw_address(value)) == ("bpf_prog_8227addf251b7543", "0x52c")
     # perf's own call chain of that event names the same program.
     assert "bpf_prog_8227addf251b7543" in recorded("perf_script_location_hex_4.10.txt").splitlines()[2]
     # An address below every known symbol has no name: None, never the pointer.
     assert symbols.location(0xffffffffc0000000) is None
-    assert symbols.resolve(0xffffffffc0000000) == ("0xffffffffc0000000", None)
 
 
 def test_kernel_6_18_kallsyms():
@@ -67,3 +68,23 @@ def test_without_root_every_address_is_zero():
 def test_errors_name_the_source_and_line():
     with pytest.raises(ValueError, match=r"^/proc/kallsyms: line 2 is not 'ADDRESS TYPE NAME': '\[\.\.\.\]'"):
         parse_kallsyms("ffffffffc004b000 t bpf_prog_8227addf251b7543\n[...]\n")
+
+
+def test_perf_on_a_4_10_kernel_reports_the_function_not_the_address():
+    """perf script of a %p kernel, aggregated on the host with that boot's kallsyms: function + offset."""
+    aggregator, lost = aggregate_perf_script(recorded("perf_script_location_hex_4.10.txt").splitlines())
+    result = aggregator.result(locator=Locator(lambda: recorded("kallsyms_cilium_doc_4.10.txt")))
+    assert lost == 0 and result["events"] == 1
+    assert result["drops"] == [{"reason": "UNKNOWN", "location": "bpf_prog_8227addf251b7543", "offset": "0x52c",
+                                "protocol": "IPv4", "count": 1}]
+    assert "locations" not in result  # every location was named
+
+
+def test_tracefs_with_hashed_pointers_says_the_location_is_unavailable():
+    lines = recorded("tracefs_trace_pipe_hashed_5.17.txt").splitlines()
+    aggregator, _lost = aggregate_perf_script(lines)
+    result = aggregator.result(locator=Locator(lambda: recorded("kallsyms_excerpt.txt")))
+    assert {drop["location"] for drop in result["drops"]} == {"unavailable"}
+    assert sum(drop["count"] for drop in result["drops"]) == len(lines) == result["locations"]["hashed_events"]
+    assert result["locations"]["why"] == HASHED_WHY
+    assert not any(re.search(r"[0-9a-f]{16}", drop["location"]) for drop in result["drops"])

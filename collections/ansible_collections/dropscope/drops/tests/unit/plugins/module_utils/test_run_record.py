@@ -190,3 +190,51 @@ def test_write_records_keeps_the_order_given(tmp_path):
     assert [entry["host"] for entry in manifest["hosts"]] == ["web2", "web10", "db1"]
     assert manifest["parameters"] == {"duration": 3} and manifest["run_id"] == "r1"
     assert sorted(os.listdir(os.path.join(run_dir, "hosts"))) == ["db1.json", "web10.json", "web2.json"]
+
+
+# ------------------------------------------------- one module run per host: drop_capture's one result
+
+ONE = {"capture": {"capture": CAPTURE, "before": SNAPSHOT, "after": SNAPSHOT, "changed": False}}
+
+
+def test_one_task_result_gives_before_capture_after():
+    record = host_record("h1", ONE)
+    assert (record["status"], record["error"]) == ("ok", None)
+    assert record["before"] == SNAPSHOT and record["capture"] == CAPTURE and record["after"] == SNAPSHOT
+
+
+def test_one_task_unreachable_names_the_capture_task():
+    record = host_record("h2", {"capture": UNREACHABLE})
+    assert (record["status"], record["error"]) == (
+        "unreachable", "capture: Failed to connect to the host via ssh: Connection refused")
+    assert (record["before"], record["capture"], record["after"]) == (None, None, None)
+
+
+def test_one_task_capture_that_died_mid_way_keeps_the_counters_read_before_it():
+    died = dict(CAPTURE, status="failed", reason="bpftrace did not finish (exit -9): no message",
+                window={"capture_s": None, "complete": False})
+    record = host_record("h3", {"capture": {"capture": died, "before": SNAPSHOT, "after": None}})
+    assert (record["status"], record["error"]) == (
+        "failed", "capture failed: perf failed: bpftrace did not finish (exit -9): no message")
+    assert record["before"] == SNAPSHOT and record["after"] is None and record["capture"] == died
+
+
+def test_one_task_without_counters_is_not_an_ok_host_but_check_mode_is():
+    record = host_record("h1", {"capture": {"capture": CAPTURE, "before": None, "after": None}})
+    assert (record["status"], record["error"]) == (
+        "failed", "capture: no counters were read (drop_capture ran with counters=false)")
+    check_mode = dict(CAPTURE, status="check_mode")
+    assert host_record("h1", {"capture": {"capture": check_mode, "before": None, "after": None}})["status"] == "ok"
+
+
+def test_one_task_skipped_or_missing_is_failed():
+    for result in (SKIPPED, None, {"changed": False}):
+        record = host_record("h1", {"capture": result})
+        assert (record["status"], record["error"]) == ("failed", "capture: no result (the task did not run)")
+
+
+def test_one_and_three_task_results_write_the_same_host_document(tmp_path):
+    caps = {"chosen": "bpftrace", "ladder": []}
+    one = {"capture": dict(ONE["capture"], capabilities=caps)}
+    three = dict(OK, capture={"capture": CAPTURE, "capabilities": caps})
+    assert host_record("h1", one) == host_record("h1", three)

@@ -67,8 +67,12 @@ def test_check_mode_returns_the_command_without_capturing(capsys):
     capture = result["capture"]
     assert capture["status"] == "check_mode"
     assert capture["command"][1:6] == ["record", "-a", "-e", "skb:kfree_skb", "-g"]
-    assert capture["command"][-3:] == ["--", capture["command"][-2], "7"]
+    # perf's own deadline is the capture's (duration + 60 s); the window is driven through its control FIFO.
+    assert capture["command"][-3:] == ["--", capture["command"][-2], "67"]
+    assert capture["command"][8:12] == ["-D", "-1", "--control", "fifo:perf.ctl,perf.ack"]
     assert capture["events"] == 0
+    # Check mode reads no counters.
+    assert (result["before"], result["after"]) == (None, None) and "window" not in capture
 
 
 def test_check_mode_auto_names_the_backend_it_would_use(capsys):

@@ -1,0 +1,276 @@
+"""The ledger: every drop counter that moved on a host, set against the captured reasons that account for it.
+
+The knowledge base says which capture groups count the same packets as a counter (counters.yml
+`accounted_by`: "REASON" or "REASON@LOCATION"), which counters are duplicates of a more precise sibling
+(`duplicate_of`), and whether a counter counts drops in the kernel or in the NIC (`where`). The matching
+rule, so that no drop is counted twice:
+
+- Counters that count the same packets as a more precise sibling that also moved (UdpInErrors beside
+  UdpRcvbufErrors, a socket's drops beside UdpRcvbufErrors, IpOutDiscards beside a qdisc's dropped) are
+  duplicates: only what they count beyond their siblings (`counted`) enters the totals.
+- Each capture group's count is shared out once: counters in report order (protocols, softnet, interfaces,
+  qdiscs, sockets, firewall; duplicates last), each taking from the groups its `accounted_by` names, in
+  that order, as much as it still needs. What a counter cannot get is `unexplained`; what is left of the
+  groups are the drops no counter shows (`capture_only`, reason → count).
+- A host's `drops` are its counted counter drops plus its capture-only drops; `explained` are those with a
+  reason (matched or capture-only); `unexplained` = drops − explained.
+- A kernel-scope capture shared by several hosts (same boot_id) saw every host's drops: each host matches
+  only what its own counters show, its `capture_only` is null (the capture is not its own), and the fleet
+  counts the kernel's capture-only drops and kernel-wide counters (softnet) once.
+
+`host_ledger` also returns the host's unexplained findings (one per place: kernel, nic) and the counter each
+capture group was matched to, from which `annotate_directions` says each group's direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dropscope.deltas import per_second
+from dropscope.findings import firewall_chain, make_finding, render_template
+from dropscope.knowledge_base import KnowledgeBase
+from dropscope.load import JSON
+
+PLACES = ("kernel", "nic")
+PHRASES_SHOWN = 3  # counters named in an unexplained finding's explanation; the ledger lists them all
+SHARED_NOTE = (
+    "kernel-wide capture shared with {hosts}: only this host's own counters are matched; captured drops no"
+    " counter shows are counted once, in the fleet's ledger"
+)
+
+
+def _chain(row: Mapping[str, Any] | None) -> str | None:
+    """The firewall chain of a rule row ("nft inet t input #3" → "input", "iptables filter INPUT #3" → "INPUT")."""
+    if not row or row["section"] != "firewall":
+        return None
+    return firewall_chain(row["object"])
+
+
+def _is_sibling(row: Mapping[str, Any], pattern: tuple[str | None, Any], other: Mapping[str, Any]) -> bool:
+    section, counter = pattern
+    if other is row or not counter.match(other["counter"]):
+        return False
+    if section is None:
+        return other["section"] == row["section"] and other["object"] == row["object"]
+    return other["section"] == section
+
+
+def _nic_words(row: Mapping[str, Any]) -> str:
+    """How the NIC names a counter: an ethtool counter in the driver's words, else the kernel's name."""
+    counter = row["counter"]
+    if counter.startswith("ethtool:"):
+        return f"the driver counts it as `{counter.removeprefix('ethtool:')}` (ethtool -S {row['object']})"
+    return f"`{counter}` of {row['object']}"
+
+
+def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeBase) -> tuple[JSON | None, list[JSON]]:
+    """(ledger, unexplained findings) of one host; ROWS are its `drop_counter_rows` (None, [] if not diagnosed).
+
+    The capture groups matched to a counter are remembered in the ledger's internal `_matched` (group index →
+    counter row) for `annotate_directions`; `finish_ledgers` removes it with the other internal fields.
+    """
+    if host.get("status") != "ok":
+        return None, []
+    capture = host.get("capture") or {}
+    groups = (capture.get("drops") or []) if capture.get("status") == "ok" else []
+    left = [group["count"] for group in groups]
+    matched: dict[int, JSON] = {}
+
+    entries = []
+    for row in rows:
+        rule = knowledge.drop_rule(row["section"], row["counter"], row.get("detail"))
+        known = knowledge.ledger_rule(rule, row["counter"]) if rule else None
+        if known is not None:
+            entries.append((row, known))
+    plan = []
+    for row, known in entries:
+        siblings = [other for other, _ in entries if any(_is_sibling(row, p, other) for p in known.duplicate_of)]
+        counted = max(0, row["delta"] - sum(other["delta"] for other in siblings)) if siblings else row["delta"]
+        plan.append((row, known, siblings, counted))
+
+    ledger_rows: list[JSON] = [{} for _ in plan]
+    scopes: list[str] = [row["scope"] for row, *_ in plan]
+    explained_reasons: dict[str, int] = {}
+    for index in sorted(range(len(plan)), key=lambda i: bool(plan[i][2])):  # precise counters first
+        row, known, siblings, counted = plan[index]
+        need = counted
+        explained: dict[str, int] = {}
+        for reason, location in known.accounted_by:
+            for number, group in enumerate(groups):
+                if not need:
+                    break
+                if (
+                    left[number]
+                    and group["reason"] == reason
+                    and (location is None or location.match(group["location"]))
+                ):
+                    take = min(need, left[number])
+                    left[number] -= take
+                    need -= take
+                    explained[reason] = explained.get(reason, 0) + take
+                    matched.setdefault(number, row)
+        for reason, count in explained.items():
+            explained_reasons[reason] = explained_reasons.get(reason, 0) + count
+        entry: JSON = {
+            "section": row["section"],
+            "object": row["object"],
+            "counter": row["counter"],
+            "delta": row["delta"],
+            "explained_by": explained,
+            "unexplained": need,
+            "where": known.where,
+        }
+        if siblings:
+            entry["duplicate_of"] = [[other["section"], other["object"], other["counter"]] for other in siblings]
+            entry["counted"] = counted
+        if known.note and need:
+            entry["note"] = known.note
+        ledger_rows[index] = entry
+
+    capture_only: dict[str, int] = {}
+    for number, group in enumerate(groups):
+        if left[number]:
+            capture_only[group["reason"]] = capture_only.get(group["reason"], 0) + left[number]
+    counted_total = sum(item[3] for item in plan)
+    unexplained = sum(entry["unexplained"] for entry in ledger_rows)
+    only = sum(capture_only.values())
+    kernel_rows = [entry for entry, scope in zip(ledger_rows, scopes, strict=True) if scope == "kernel"]
+    ledger: JSON = {
+        "drops": counted_total + only,
+        "explained": counted_total - unexplained + only,
+        "unexplained": unexplained,
+        "rows": ledger_rows,
+        "capture_only": dict(sorted(capture_only.items(), key=lambda item: (-item[1], item[0]))),
+        "_matched": matched,
+        "_explained_reasons": explained_reasons,
+        "_kernel": (
+            sum(entry.get("counted", entry["delta"]) for entry in kernel_rows),
+            sum(entry["unexplained"] for entry in kernel_rows),
+        ),
+    }
+    return ledger, _unexplained_findings(host, ledger_rows, scopes, knowledge)
+
+
+def _unexplained_findings(
+    host: Mapping[str, Any], ledger_rows: list[JSON], scopes: list[str], knowledge: KnowledgeBase
+) -> list[JSON]:
+    """One finding per place (kernel, nic) whose counters counted drops no captured reason accounts for."""
+    findings = []
+    interval = host.get("interval_s")
+    for place in PLACES:
+        members = [
+            (entry, scope)
+            for entry, scope in zip(ledger_rows, scopes, strict=True)
+            if entry["unexplained"] and entry["where"] == place
+        ]
+        if not members:
+            continue
+        entry_text = knowledge.unexplained.get(place) or {}
+        rows = [
+            {"section": e["section"], "object": e["object"], "counter": e["counter"], "delta": e["unexplained"],
+             "rate": per_second(e["unexplained"], interval), "detail": None, "scope": scope}
+            for e, scope in members
+        ]  # fmt: skip
+        finding = make_finding(
+            host=host["host"],
+            key=f"unexplained:{place}",
+            kind="unexplained",
+            reason=None,
+            entry=entry_text,
+            known=True,
+            benign=False,
+            drops=[],
+            rows=rows,
+            duration=None,
+            knowledge=knowledge,
+            owned=any(scope == "netns" for _, scope in members),
+            fallback_title=f"Unexplained drops ({place})",
+            summed=True,
+        )
+        phrases = []
+        for ledger_row, _ in members:
+            name = f"{ledger_row['object']} {ledger_row['counter']}" if ledger_row["object"] else ledger_row["counter"]
+            phrase = f"{name} +{ledger_row['unexplained']:,}"
+            if ledger_row["unexplained"] != ledger_row["delta"]:
+                phrase += f" of +{ledger_row['delta']:,}"
+            if place == "nic":
+                phrase += f" ({_nic_words(ledger_row)})"
+            elif ledger_row.get("note"):
+                phrase += f" ({ledger_row['note']})"
+            phrases.append(phrase)
+        if len(phrases) > PHRASES_SHOWN:
+            phrases[PHRASES_SHOWN - 1 :] = [f"{len(phrases) - PHRASES_SHOWN + 1} more counters (see the ledger)"]
+        finding["_phrases"] = phrases
+        finding["evidence"]["counters"] = []  # the ledger's rows are the evidence (report.json stays small)
+        finding["explanation"] = (
+            render_template(finding["_template"], {**finding["_context"], "host": host["host"]})
+            + " — "
+            + "; ".join(phrases)
+        )
+        findings.append(finding)
+    return findings
+
+
+def annotate_directions(host: Mapping[str, Any], ledger: Mapping[str, Any] | None, knowledge: KnowledgeBase) -> None:
+    """Give every capture group of a report host its `direction` (rx, tx, unknown) from the knowledge base.
+
+    A group the ledger matched to a firewall rule takes the rule chain's direction; a transmit group matched
+    to a qdisc or an interface counter names it (`dev`, and `qdisc`: the qdisc's key).
+    """
+    matched = (ledger or {}).get("_matched") or {}
+    for number, group in enumerate((host.get("capture") or {}).get("drops") or []):
+        row = matched.get(number)
+        group["direction"] = knowledge.direction(group["reason"], group["location"], _chain(row))
+        if group["direction"] == "tx" and row and row["section"] in ("qdiscs", "interfaces") and row["object"]:
+            group["dev"] = row["object"].split()[0]
+            if row["section"] == "qdiscs":
+                group["qdisc"] = row["object"]
+
+
+def finish_ledgers(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) -> JSON:
+    """The fleet's ledger {drops, explained, unexplained}; hosts sharing a kernel lose their `capture_only`.
+
+    Removes the ledgers' internal fields.
+    """
+    hosts = list(hosts)
+    by_name = {host["host"]: host for host in hosts}
+    dedup: dict[str, tuple[int, int]] = {}  # host → (kernel-scope counted, unexplained) counted by another host
+    kernel_only = 0
+    for kernel in kernels:
+        names = list(dict.fromkeys(kernel["hosts"]))
+        members = [by_name[name] for name in names if (by_name.get(name) or {}).get("ledger")]
+        if len(names) < 2 or not members:
+            continue
+        counted_from = by_name.get(kernel["counted_from"])
+        if not (counted_from or {}).get("ledger"):  # counted from a host that was not diagnosed (no ledger)
+            counted_from = members[0]
+        captured: dict[str, int] = {}
+        for group in (counted_from.get("capture") or {}).get("drops") or []:
+            captured[group["reason"]] = captured.get(group["reason"], 0) + group["count"]
+        for host in members:
+            for reason, count in host["ledger"]["_explained_reasons"].items():
+                captured[reason] = captured.get(reason, 0) - count
+        kernel_only += sum(count for count in captured.values() if count > 0)
+        for host in members:
+            ledger = host["ledger"]
+            only = sum(ledger["capture_only"].values())
+            ledger["drops"] -= only
+            ledger["explained"] -= only
+            ledger["capture_only"] = None
+            others = [name for name in names if name != host["host"]]
+            ledger["note"] = SHARED_NOTE.format(hosts=", ".join(others[:5]) + (" …" if len(others) > 5 else ""))
+            if host is not counted_from:
+                dedup[host["host"]] = ledger["_kernel"]
+    fleet = {"drops": kernel_only, "explained": kernel_only, "unexplained": 0}
+    for host in hosts:
+        ledger = host.get("ledger")
+        if not ledger:
+            continue
+        counted, unexplained = dedup.get(host["host"], (0, 0))
+        fleet["drops"] += ledger["drops"] - counted
+        fleet["explained"] += ledger["explained"] - (counted - unexplained)
+        fleet["unexplained"] += ledger["unexplained"] - unexplained
+        for key in [key for key in ledger if key.startswith("_")]:
+            del ledger[key]
+    return fleet
