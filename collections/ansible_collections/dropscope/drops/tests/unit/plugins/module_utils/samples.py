@@ -70,3 +70,14 @@ def recorded_host(mounted=True, tools=("perf", "bpftrace"), status=STATUS_ROOT, 
     outputs = {"perf": (0, "perf version 6.1.192\n", ""), "bpftrace": (0, "bpftrace v0.17.0\n", ""),
                "dropwatch": (0, "", "")}
     return FakeReader(files, bins, outputs, root=root)
+
+
+class ArgvReader(FakeReader):
+    """A FakeReader whose command outputs are keyed by the whole command ("tc -s -j qdisc show"); a command
+    it has no answer for does not exist (OSError), like a binary that is not there."""
+
+    def run(self, argv):
+        command = " ".join([os.path.basename(argv[0])] + list(argv[1:]))
+        if command not in self.outputs:
+            raise OSError(errno.ENOENT, "No such file or directory", command)
+        return self.outputs[command]

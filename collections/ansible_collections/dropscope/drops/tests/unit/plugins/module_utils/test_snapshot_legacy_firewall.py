@@ -12,8 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import collect_snapshot
-from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import recorded
-from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.test_snapshot_readers import ArgvReader
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import ArgvReader, recorded
 
 NFT = ("nft -a list ruleset", (0, recorded("nft_ruleset.txt"), ""))
 NAMES = {"/proc/net/ip_tables_names": "mangle\nraw\nnat\nfilter\n", "/proc/net/ip6_tables_names": "filter\n"}

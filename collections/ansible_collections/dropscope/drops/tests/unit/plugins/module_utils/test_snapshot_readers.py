@@ -8,11 +8,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
-import os
 
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import collect_snapshot
-from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import FakeReader, recorded
+from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import ArgvReader, recorded
 
 OPTION_J_UNKNOWN = recorded("tc_qdisc_iproute2_4.14_j_stderr.txt")
 # The 11 qdiscs of the iproute2 4.14/4.15/5.4 recordings, in the order tc lists them.
@@ -20,17 +18,6 @@ OLD_TC_QDISCS = [
     "lo noqueue 0:", "dh4a mq 1:", "dh4a pfifo_fast 12:", "dh4a pfifo_fast 11:", "dh4d htb 4:", "dh4d bfifo 40:",
     "dh4c tbf 2:", "dh4c pfifo 20:", "dh4f noqueue 0:", "dh4f ingress ffff:", "dh4e tbf 3:",
 ]
-
-
-class ArgvReader(FakeReader):
-    """A FakeReader whose command outputs are keyed by the whole command ("tc -s -j qdisc show"); a command
-    it has no answer for does not exist (OSError), like a binary that is not there."""
-
-    def run(self, argv):
-        command = " ".join([os.path.basename(argv[0])] + list(argv[1:]))
-        if command not in self.outputs:
-            raise OSError(errno.ENOENT, "No such file or directory", command)
-        return self.outputs[command]
 
 
 def _snapshot(outputs, files=None, root="/nonexistent-root", ethtool=False, bins=None):
