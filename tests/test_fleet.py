@@ -156,6 +156,10 @@ def test_one_module_run_per_host_and_one_window(fleet_run):
         assert window["counters_s"] == round(after["time"]["monotonic"] - before["time"]["monotonic"], 4)
         assert window["difference_s"] <= 0.5, (name, window)
         assert abs(window["capture_s"] - capture["duration_s"]) <= 0.001, (name, window)
+    # The report carries each host's window as recorded.
+    report = json.loads((fleet_run["run_dir"] / "report.json").read_text())
+    assert {host["host"]: host["capture"]["window"] for host in report["hosts"]} == {
+        name: document["capture"]["window"] for name, document in documents.items()}
 
     def delta(name: str, *path: str) -> int:
         values = []

@@ -70,7 +70,7 @@ def capture_summary(capture: JSON | None) -> JSON | None:
     """The report.json `capture` part of a host."""
     if capture is None:
         return None
-    return {
+    summary = {
         "backend": capture.get("backend"),
         "status": capture.get("status"),
         "reason": capture.get("reason"),
@@ -80,6 +80,12 @@ def capture_summary(capture: JSON | None) -> JSON | None:
         "lost_events": capture.get("lost_events"),
         "drops": group_drops(capture.get("drops") or []),
     }
+    # How well counters and capture share one window, and which locations could not be named: only
+    # where the host recorded them (runs before the one-window capture have no `window`).
+    for key in ("window", "locations"):
+        if isinstance(capture.get(key), dict):
+            summary[key] = capture[key]
+    return summary
 
 
 def host_drop_total(host_report: Mapping[str, Any]) -> int:
