@@ -266,6 +266,14 @@ def _guardian(read_fd, tmpdir, deadline, owner_pid=None, payload_dir=None, contr
             _unmount(path, umount)
 
 
+def child_exited(pid):
+    """True once child `pid` has exited, without reaping it (its pid, and so its group id, stay taken)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 class CaptureGuard:
     """Owns a capture's temporary directory and child processes; see the module docstring.
 
@@ -396,12 +404,7 @@ class CaptureGuard:
         return proc.wait(), stopped
 
     def _exited(self, proc):
-        """True once proc has exited, without reaping it (its pid, and so its group id, stay taken)."""
-        try:
-            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        return info is not None
+        return child_exited(proc.pid)
 
     def _release(self, proc):
         """Unregister proc's group; called while proc is still unreaped, so its group id is not reused."""

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import child_exited
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import aggregate_perf_script
 
@@ -87,14 +88,6 @@ def _tail(path, limit=600):
         return ""
 
 
-def _exited(pid):
-    """True once `pid` has exited, without reaping it (so its process group id stays taken)."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
 def _workload_started(pid, name, proc_root="/proc"):
     """Whether a child of `pid` runs program `name` (perf's workload has been exec'd)."""
     for entry in os.listdir(proc_root):
@@ -125,7 +118,7 @@ def _command(proc, ctl, ack, command, timeout):
                 continue
             if b"ack" in received:
                 return True
-        elif _exited(proc.pid):
+        elif child_exited(proc.pid):
             return False
     return False
 
@@ -165,9 +158,9 @@ def run_perf_capture(capture, guard, perf, sleep, duration, stacks=False, top=50
                 return _not_started(capture, guard, proc)
             started = _went_live(capture, window, attach_started)
             end = started + duration
-            while time.monotonic() < end and not _exited(proc.pid):
+            while time.monotonic() < end and not child_exited(proc.pid):
                 time.sleep(0.05)
-            died = _exited(proc.pid)
+            died = child_exited(proc.pid)
             # perf's own --max-size stops it early: a truncated capture (a lower bound), its window ends now.
             size_limited = died and _SIZE_LIMIT in _tail(guard.path("record.err"))
             capture["duration_s"] = round((time.monotonic() if died and not size_limited else window.stopping())
@@ -201,7 +194,7 @@ def run_perf_capture(capture, guard, perf, sleep, duration, stacks=False, top=50
 def _not_started(capture, guard, proc):
     """perf never went live: "unavailable" when it exited by itself (no permission, options this perf
     lacks: auto moves on), "failed" when it hung and had to be killed."""
-    exited = _exited(proc.pid)
+    exited = child_exited(proc.pid)
     rc, _stopped = guard.wait(proc, timeout=0.1, stop_signal=signal.SIGKILL)
     capture["status"] = "unavailable" if exited else "failed"
     capture["reason"] = "perf record did not start (exit %s): %s" % (
@@ -247,11 +240,11 @@ def _run_uncontrolled(capture, guard, perf, sleep, duration, stacks, top, max_si
             ready_by = attach_started + min(READY_TIMEOUT_S, max(guard.remaining() - duration - 2, 1))
             # perf enables its system-wide events, then starts its workload: `sleep` running as perf's
             # child marks the moment it counts (its data file appears earlier, while it is still setting up).
-            while not _workload_started(proc.pid, os.path.basename(sleep)) and not _exited(proc.pid):
+            while not _workload_started(proc.pid, os.path.basename(sleep)) and not child_exited(proc.pid):
                 if time.monotonic() > ready_by:
                     break
                 time.sleep(0.01)
-            if _exited(proc.pid) or not _workload_started(proc.pid, os.path.basename(sleep)):
+            if child_exited(proc.pid) or not _workload_started(proc.pid, os.path.basename(sleep)):
                 return _not_started(capture, guard, proc)
             started = _went_live(capture, window, attach_started)
             rc, stopped = guard.wait(proc, timeout=duration + RECORD_GRACE_S, stop_signal=signal.SIGINT, stop_grace=1)
