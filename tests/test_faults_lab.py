@@ -440,7 +440,7 @@ def test_hostile_host_and_interface_names(lab3, tmp_path, chromium_page):
     assert playbook.returncode == 0, output[-3000:]
     # Nothing is written outside the run directory, whatever the host names.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.yml", "runs"]
-    assert sorted(p.name for p in runs_dir.iterdir()) == ["hostile"]
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["history.sqlite", "hostile"]  # the run history beside it
     run_dir = runs_dir / "hostile"
     for path in (run_dir / "hosts").iterdir():
         assert path.resolve().parent == (run_dir / "hosts").resolve()

@@ -58,7 +58,7 @@ def test_each_recipe_lands_on_its_host_with_cause_and_knob(findings_run):
         "h1 drops inbound UDP to port 8000 in the firewall — rule `udp dport 8000"
     )
     assert "counted 500 packets" in firewall["explanation"]
-    assert "the firewall rule (nft / iptables)" in firewall["knobs"]
+    assert "the firewall rule (nft / iptables)" in [knob["name"] for knob in firewall["knobs"]]
     assert by_host["h1"]["verdict"] == "problem"
 
     h2 = _owned(by_host["h2"])
@@ -71,7 +71,7 @@ def test_each_recipe_lands_on_its_host_with_cause_and_knob(findings_run):
     assert socket_drops > 20
     assert rcvbuf["severity"] == "problem"
     assert rcvbuf["explanation"].startswith("h2: the application on UDP port 9100 cannot keep up — ")
-    assert "net.core.rmem_max" in rcvbuf["knobs"]
+    assert "net.core.rmem_max" in [knob["name"] for knob in rcvbuf["knobs"]]
     counters = {c["counter"]: c["delta"] for c in rcvbuf["evidence"]["counters"]}
     assert counters["drops"] == counters["UdpRcvbufErrors"] == socket_drops
     assert by_host["h2"]["verdict"] == "problem"

@@ -142,10 +142,11 @@ def test_one_module_run_per_host_and_one_window(fleet_run):
     """One capture task per host reads the counters in the capture's window: the two intervals agree within
     0.5 s, and the counters' exact deltas are the injected drops the capture saw."""
     ran = _tasks_run_on_hosts(fleet_run["output"])
-    # The role's argument check and set_fact run on the controller; the capture is the one module run per host.
+    # The role's argument check runs on the controller; the capture is the one task per host that runs
+    # anything (the perf install is included only with install_perf=true: skipped once per host here).
     assert [name for name in ran if name.startswith("Validating arguments against arg spec 'main'")] != []
     assert {name: hosts for name, hosts in ran.items() if not name.startswith("Validating arguments")} == {
-        "Mark the host as part of this run": ["h1", "h2", "h3"], CAPTURE_TASK: ["h1", "h2", "h3"]}
+        CAPTURE_TASK: ["h1", "h2", "h3"]}
     assert fleet_run["output"].count(f"TASK [dropscope.drops.diagnose : {CAPTURE_TASK}]") == 1
     documents = {name: json.loads((fleet_run["run_dir"] / "hosts" / f"{name}.json").read_text())
                  for name in ("h1", "h2", "h3")}
@@ -214,11 +215,11 @@ def test_findings_name_the_cause_and_the_knob_on_the_right_host(fleet_run):
     qdisc = findings["h3"]["QDISC_DROP"]
     assert "port 8000" in firewall["explanation"] and "`udp dport 8000 drop`" in firewall["explanation"]
     assert "counted 500 packets" in firewall["explanation"]
-    assert "the firewall rule (nft / iptables)" in firewall["knobs"]
+    assert "the firewall rule (nft / iptables)" in [knob["name"] for knob in firewall["knobs"]]
     assert "UdpNoPorts +300" in noport["explanation"]
     assert "tbf qdisc of tx0" in qdisc["explanation"]
     assert f"dropped +{fleet_run['h3_tbf_dropped']}" in qdisc["explanation"]
-    assert any(knob.startswith("the qdisc limit") for knob in qdisc["knobs"])
+    assert any(knob["name"].startswith("the qdisc limit") for knob in qdisc["knobs"])
     for name in ("h1", "h2", "h3"):
         host = _host(report, name)
         assert host["verdict"] == "problem" and all(f["attributed_to"] == [name] for f in findings[name].values())

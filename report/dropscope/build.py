@@ -23,13 +23,23 @@ Decisions the contract leaves open (kept deliberately simple):
 
 from __future__ import annotations
 
+import fnmatch
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dropscope.advice import advise_host
+from dropscope.cohorts import cohorts, outliers
 from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second, snapshot_deltas
-from dropscope.findings import drop_counter_rows, finding_background, finish_findings, host_findings, sort_findings
+from dropscope.findings import (
+    decode_reasons,
+    drop_counter_rows,
+    finding_background,
+    finish_findings,
+    host_findings,
+    sort_findings,
+)
 from dropscope.knowledge_base import KnowledgeBase, default_knowledge
 from dropscope.ledger import annotate_directions, finish_ledgers, host_ledger
 from dropscope.load import (
@@ -42,6 +52,7 @@ from dropscope.load import (
     rule_texts,
     run_warnings,
 )
+from dropscope.who import knob_sysctl_patterns, name_who, usable_knobs
 
 
 def group_drops(drops: Iterable[Mapping[str, Any]]) -> list[JSON]:
@@ -82,7 +93,7 @@ def capture_summary(capture: JSON | None) -> JSON | None:
     }
     # How well counters and capture share one window, and which locations could not be named: only
     # where the host recorded them (runs before the one-window capture have no `window`).
-    for key in ("window", "locations"):
+    for key in ("window", "locations", "peers", "subsystem_reasons"):
         if isinstance(capture.get(key), dict):
             summary[key] = capture[key]
     return summary
@@ -146,8 +157,40 @@ def fleet_summary(host_reports: list[JSON], capture_boot_ids: list[str | None]) 
     return fleet
 
 
-def host_report(record: HostRecord) -> JSON:
-    """The report.json entry of one host."""
+def system_summary(snapshot: Mapping[str, Any] | None) -> JSON:
+    """report.json's `system` of a host, from its latest snapshot (None: every fact unknown).
+
+    `nics` lists the interfaces with a driver record (`ethtool -i`), each with its driver, version and
+    firmware; snapshots from before `distro` was read give None for it.
+    """
+    system = (snapshot or {}).get("system") or {}
+    nics = {}
+    for name, interface in sorted(((snapshot or {}).get("interfaces") or {}).items()):
+        driver = interface.get("driver") if isinstance(interface, dict) else None
+        if isinstance(driver, dict):
+            nics[name] = {key: driver.get(key) for key in ("driver", "version", "firmware_version")}
+    return {
+        "kernel_release": system.get("kernel_release"),
+        "distro": system.get("distro"),
+        "python": system.get("python"),
+        "nics": nics,
+    }
+
+
+def inventory_groups(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each host's inventory groups as the manifest records them ({} for a manifest without `groups`)."""
+    groups = manifest.get("groups")
+    if not isinstance(groups, dict):
+        return {}
+    return {
+        host: sorted(names)
+        for host, names in groups.items()
+        if isinstance(names, list) and all(isinstance(name, str) for name in names)
+    }
+
+
+def host_report(record: HostRecord, groups: list[str] | None = None) -> JSON:
+    """The report.json entry of one host (`groups`: its inventory groups, None when the run does not say)."""
     latest = record.after or record.before
     if latest is not None:
         kernel = {"release": latest["system"]["kernel_release"], "boot_id": latest["system"]["boot_id"]}
@@ -158,6 +201,8 @@ def host_report(record: HostRecord) -> JSON:
         "status": record.status,
         "error": record.error,
         "kernel": kernel,
+        "system": system_summary(latest),
+        "groups": groups,
         "interval_s": None,
         "capture": capture_summary(record.capture),
         "counters": {},
@@ -165,6 +210,7 @@ def host_report(record: HostRecord) -> JSON:
         "appeared": {"interfaces": [], "qdiscs": []},
         "vanished": {"interfaces": [], "qdiscs": []},
         "capabilities": capabilities_summary(record.capabilities),
+        "knobs": usable_knobs(record.knobs),  # the knobs' values, the sockets and their owners (see trim_knobs)
         "notes": record.notes,
     }
     if record.before is not None and record.after is not None:
@@ -182,6 +228,35 @@ def capabilities_summary(capabilities: JSON | None) -> JSON | None:
         if isinstance(rung, dict)
     ]
     return {"chosen": capabilities.get("chosen"), "ladder": ladder}
+
+
+def trim_knobs(host: JSON) -> None:
+    """Keep in report.json only what the host's findings can use (the host file has it all).
+
+    A host reads ~50–300 sysctls (per-interface ones for every interface) and every interface's settings;
+    report.json keeps the sysctls a finding's knobs name (`net.ipv4.conf.*.rp_filter` keeps every
+    interface's) and the interfaces with ring or channel settings or named by a finding's counters, so an
+    idle host of many veths carries little. Sockets and listeners are kept (bounded on the host).
+    """
+    knobs = host.get("knobs")
+    if not isinstance(knobs, dict):
+        return
+    findings = host.get("findings") or []
+    patterns = knob_sysctl_patterns(findings)
+    knobs["sysctl"] = {
+        name: value for name, value in knobs["sysctl"].items() if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    }
+    named = {
+        str(row.get("object") or "").split(" ")[0]
+        for finding in findings
+        for row in finding["evidence"]["counters"]
+        if row.get("section") in ("interfaces", "qdiscs")
+    }
+    knobs["interfaces"] = {
+        name: entry
+        for name, entry in knobs["interfaces"].items()
+        if name in named or (isinstance(entry, dict) and (entry.get("rings") or entry.get("channels")))
+    }
 
 
 def run_summary(manifest: Mapping[str, Any]) -> JSON:
@@ -235,6 +310,34 @@ def counter_items(
         yield section, obj, counter, delta, per_second(delta, interval), marked.get(counter)
 
 
+def drop_items(host: Mapping[str, Any]) -> dict[str, JSON]:
+    """A report host's drops as items: "reason NAME" / "counter SECTION OBJECT COUNTER" → {kind, name, count,
+    rate, section, object, item}.
+
+    Reasons are the capture's drops summed over locations (rate: count / capture duration); counters are the
+    host's drop counters (the knowledge base's marks). What compare sets side by side and the run history
+    keeps per host.
+    """
+    items: dict[str, JSON] = {}
+    capture = host.get("capture") or {}
+    duration = capture.get("duration_s")
+    for drop in capture.get("drops") or []:
+        reason = drop["reason"]
+        item = items.setdefault(
+            f"reason {reason}",
+            {"kind": "reason", "name": reason, "count": 0, "section": None, "object": None, "item": reason},
+        )
+        item["count"] += drop["count"]
+    for item in items.values():
+        item["rate"] = item["count"] / duration if duration else None
+    for section, obj, counter, delta, rate, drop in counter_items(host):
+        if drop:
+            name = " ".join(part for part in (section, obj, counter) if part)
+            items[f"counter {name}"] = {"kind": "counter", "name": name, "count": delta, "rate": rate,
+                                        "section": section, "object": obj, "item": counter}  # fmt: skip
+    return items
+
+
 def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) -> JSON:
     """The built report (report.json's document) of a run directory; raises RunError for a bad manifest.
 
@@ -246,17 +349,22 @@ def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) ->
     hosts: list[JSON] = []
     files: list[str] = []
     boot_ids: list[str | None] = []
+    groups = inventory_groups(manifest)
     for index, entry in enumerate(manifest["hosts"]):
         record = load_host(run_dir, index, entry)
-        host = host_report(record)
+        host = host_report(record, groups.get(record.host))
         texts = rule_texts(record)
         moved_rules = host["counters"].get("firewall") or {}
         host["firewall_rules"] = {key: texts[key] for key in moved_rules if key in texts}
+        decode_reasons(host, knowledge)
         rows = drop_counter_rows(host, texts, knowledge)
         host["drop_counters"] = drop_counter_marks(rows)
         ledger, unexplained = host_ledger(host, rows, knowledge)
         host["findings"] = sort_findings([*host_findings(host, rows, knowledge), *unexplained])
+        advise_host(host, knowledge)  # each knob a finding names: its value, a proposed value, why
         annotate_directions(host, ledger, knowledge)
+        name_who(host)  # the sockets, owners, listeners, senders and knob values behind each finding
+        trim_knobs(host)
         host["ledger"] = ledger
         hosts.append(host)
         files.append(record.file)
@@ -270,6 +378,8 @@ def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) ->
     }
     report["fleet"]["ledger"] = finish_ledgers(hosts, report["fleet"]["kernels"])
     finish_findings(report)
+    report["fleet"]["cohorts"] = cohorts(hosts)
+    report["fleet"]["outliers"] = outliers(hosts)
     report["warnings"] = run_warnings(run_dir, files, [host["host"] for host in hosts])
     background: JSON = {}
     for finding in [*(f for host in hosts for f in host["findings"]), *report["fleet"]["findings"]]:

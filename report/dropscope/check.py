@@ -18,6 +18,20 @@ Thresholds (YAML) on drop reasons and counters, as rates per second and/or count
         max_count: 100
     verdict: problem             # optional: a host whose verdict is at least this violates
 
+Relative to the run history (RUNS_DIR/history.sqlite, which `dropscope report` feeds; --history FILE
+elsewhere), in the same entries (alone or beside max_rate / max_count):
+
+      - reason: "*"
+        max_ratio: 3             # rate more than 3x this host's median rate over its last baseline_runs runs
+        baseline_runs: 7         # default 7: the host's last 7 runs before this one where it was diagnosed
+        new: true                # the reason / counter moved now and not in the host's last run
+        min_rate: 0.1            # optional: max_ratio and new ignore rates up to this (default 0)
+
+They compare a reason's capture rate (all its locations; `location` must stay "*") or a drop counter's rate
+with the same item in earlier runs (a run where it did not move counts as 0). A host with no earlier
+diagnosed run is not judged by them. --prometheus then also writes each item's baseline (the median rate)
+and ratio (rate / median).
+
 On a kernel shared by several hosts, a reason threshold counts only the drops attributed to the host;
 drops no host's counters account for are checked once per kernel, as a test case "kernel BOOT_ID".
 
@@ -32,6 +46,8 @@ import fnmatch
 import json
 import math
 import re
+import sqlite3
+import statistics
 import xml.etree.ElementTree as ET  # noqa: S405 (we only write XML)
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -41,6 +57,7 @@ import yaml
 
 from dropscope.build import build_report, counter_items
 from dropscope.commands import add_command, knowledge_from, run_guarded, write_atomically
+from dropscope.history import Baseline, HistoryError, baselines, host_items, index_path, open_index
 from dropscope.knowledge_base import SECTIONS, KnowledgeError
 from dropscope.load import JSON, RunError
 
@@ -48,7 +65,11 @@ SUMMARY = "check a run against thresholds (exit 0 ok, 1 violated, 3 incomplete);
 EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 VERDICT_RANK = {"ok": 0, "warning": 1, "problem": 2}
 VERDICT_VALUE = {"ok": 0, "warning": 1, "problem": 2}
+DEFAULT_BASELINE_RUNS = 7
 XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+RELATIVE_KEYS = ("max_ratio", "baseline_runs", "new", "min_rate")
 
 
 class ThresholdError(ValueError):
@@ -62,6 +83,13 @@ def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--thresholds", metavar="FILE", type=Path, required=True, help="thresholds (YAML)")
     parser.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML (one test case per host)")
     parser.add_argument("--prometheus", metavar="FILE", type=Path, help="write a Prometheus textfile (.prom)")
+    parser.add_argument(
+        "--history",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="the run history for relative thresholds and baseline ratios (default: RUN_DIR/../history.sqlite)",
+    )
     return parser
 
 
@@ -104,7 +132,7 @@ def load_thresholds(path: Path) -> JSON:
             where = f"{path}: {kind}[{index}]"
             if not isinstance(entry, dict):
                 raise ThresholdError(f"{where}: expected a mapping")
-            allowed = {*fields, "max_rate", "max_count", "include_benign", "name"}
+            allowed = {*fields, "max_rate", "max_count", "include_benign", "name", *RELATIVE_KEYS}
             if kind == "counters":
                 allowed.add("drop")
             if set(entry) - allowed:
@@ -116,8 +144,9 @@ def load_thresholds(path: Path) -> JSON:
                 raise ThresholdError(f"{where}: section must be one of {', '.join(SECTIONS)}")
             checked["max_rate"] = _number(entry.get("max_rate"), f"{where}.max_rate")
             checked["max_count"] = _number(entry.get("max_count"), f"{where}.max_count")
-            if checked["max_rate"] is None and checked["max_count"] is None:
-                raise ThresholdError(f"{where}: needs max_rate and/or max_count")
+            _relative_limits(entry, checked, where)
+            if checked["max_rate"] is None and checked["max_count"] is None and not checked["relative"]:
+                raise ThresholdError(f"{where}: needs max_rate, max_count, max_ratio and/or new")
             checked["include_benign"] = bool(entry.get("include_benign", False))
             checked["drop"] = bool(entry.get("drop", False))
             label = entry.get("name") or " ".join(
@@ -126,6 +155,31 @@ def load_thresholds(path: Path) -> JSON:
             checked["label"] = f"{kind}[{index}] {label}"
             result[kind].append(checked)
     return result
+
+
+def _relative_limits(entry: JSON, checked: JSON, where: str) -> None:
+    """The relative part of a threshold entry (max_ratio, baseline_runs, new, min_rate) into CHECKED."""
+    checked["max_ratio"] = _number(entry.get("max_ratio"), f"{where}.max_ratio")
+    runs = entry.get("baseline_runs", DEFAULT_BASELINE_RUNS)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ThresholdError(f"{where}.baseline_runs: expected a whole number ≥ 1, got {runs!r}")
+    checked["baseline_runs"] = runs
+    new = entry.get("new", False)
+    if not isinstance(new, bool):
+        raise ThresholdError(f"{where}.new: expected true or false, got {new!r}")
+    checked["new"] = new
+    checked["min_rate"] = _number(entry.get("min_rate"), f"{where}.min_rate") or 0.0
+    checked["relative"] = checked["max_ratio"] is not None or new
+    if checked["relative"] and checked.get("location", "*") != "*":
+        raise ThresholdError(f'{where}: max_ratio and new compare a reason over all its locations (location: "*")')
+    if not checked["relative"] and ("baseline_runs" in entry or "min_rate" in entry):
+        raise ThresholdError(f"{where}: baseline_runs and min_rate go with max_ratio or new")
+
+
+def baseline_depth(thresholds: JSON) -> int:
+    """How many earlier runs per host the relative thresholds look at (0: they need no history)."""
+    return max((limit["baseline_runs"] for kind in ("reasons", "counters") for limit in thresholds[kind]
+                if limit["relative"]), default=0)  # fmt: skip
 
 
 def _glob(value: str | None, pattern: str) -> bool:
@@ -189,8 +243,61 @@ def _counter_violations(host: JSON, limits: list[JSON]) -> list[JSON]:
     return violations
 
 
-def check_report(report: JSON, thresholds: JSON) -> JSON:
-    """Test cases (one per host, plus one per shared kernel with unattributed drops) and the outcome."""
+def _median_rate(key: tuple[str, str], baseline: Baseline, runs: int) -> float:
+    """The median rate of an item over a host's last RUNS runs (0 where it did not move)."""
+    return statistics.median((values.get(key, (0, 0.0))[1] or 0.0) for _, values in baseline[:runs])
+
+
+def _relative_problems(limit: JSON, key: tuple[str, str], item: JSON, baseline: Baseline) -> list[str]:
+    rate = item["rate"]
+    if not baseline or rate is None or rate <= limit["min_rate"]:
+        return []
+    problems = []
+    if limit["max_ratio"] is not None:
+        runs = min(limit["baseline_runs"], len(baseline))
+        median = _median_rate(key, baseline, runs)
+        if rate > limit["max_ratio"] * median:
+            ratio = f"{rate / median:,.1f}x" if median else "from 0"
+            problems.append(f"rate {rate:,.2f}/s > {limit['max_ratio']:g}x the median {median:,.2f}/s of the host's "
+                            f"last {runs} run(s) ({ratio})")  # fmt: skip
+    if limit["new"] and item["count"] > 0 and baseline[0][1].get(key, (0, None))[0] == 0:
+        problems.append(f"new since the host's last run ({baseline[0][0]})")
+    return problems
+
+
+def _relative_violations(host: JSON, findings: list[JSON], thresholds: JSON, baseline: Baseline) -> list[JSON]:
+    """Violations of the relative thresholds (max_ratio, new): the host's items against its BASELINE."""
+    violations = []
+    items = host_items(host)
+    for limit in thresholds["reasons"]:
+        if not limit["relative"] or not _glob(host["host"], limit["hosts"]):
+            continue
+        attributed = {drop["reason"] for drop in _host_drops(findings, limit["include_benign"])}
+        for key, item in items.items():
+            if key[0] == "reason" and key[1] in attributed and _glob(key[1], limit["reason"]):
+                for problem in _relative_problems(limit, key, item, baseline):
+                    violations.append({"threshold": limit["label"], "subject": key[1], "message": problem})
+    for limit in thresholds["counters"]:
+        if not limit["relative"] or not _glob(host["host"], limit["hosts"]):
+            continue
+        for key, item in items.items():
+            if (
+                key[0] == "counter"
+                and _glob(item["item"], limit["counter"])
+                and _glob(item["section"], limit["section"])
+                and (item["object"] is None and limit["object"] == "*" or _glob(item["object"], limit["object"]))
+            ):
+                for problem in _relative_problems(limit, key, item, baseline):
+                    violations.append({"threshold": limit["label"], "subject": key[1], "message": problem})
+    return violations
+
+
+def check_report(report: JSON, thresholds: JSON, history: Mapping[str, Baseline] | None = None) -> JSON:
+    """Test cases (one per host, plus one per shared kernel with unattributed drops) and the outcome.
+
+    HISTORY (host → its earlier diagnosed runs, newest first: `history.baselines`) is what the relative
+    thresholds compare with; without it they are not checked.
+    """
     cases = []
     for host in report["hosts"]:
         case: JSON = {"name": host["host"], "status": host["status"], "error": host.get("error"), "violations": []}
@@ -199,6 +306,8 @@ def check_report(report: JSON, thresholds: JSON) -> JSON:
             findings = [f for f in host.get("findings") or [] if f["attribution"] == "host"]
             case["violations"] += _reason_violations(host["host"], findings, duration, thresholds["reasons"])
             case["violations"] += _counter_violations(host, thresholds["counters"])
+            if history is not None:
+                case["violations"] += _relative_violations(host, findings, thresholds, history.get(host["host"], []))
             wanted = thresholds.get("verdict")
             if wanted and VERDICT_RANK.get(host.get("verdict", "ok"), 0) >= VERDICT_RANK[wanted]:
                 worst = next((f for f in host.get("findings") or [] if f["severity"] == host["verdict"]), None)
@@ -280,8 +389,11 @@ def _number_text(value: float | int) -> str:
     return str(value)
 
 
-def prometheus_text(report: JSON, outcome: JSON) -> str:
-    """A node_exporter textfile: drops, counter deltas, host up, verdicts, check outcome."""
+def prometheus_text(
+    report: JSON, outcome: JSON, history: Mapping[str, Baseline] | None = None, runs: int = DEFAULT_BASELINE_RUNS
+) -> str:
+    """A node_exporter textfile: drops, counter deltas, host up, verdicts, check outcome; with HISTORY, each
+    drop reason's and drop counter's baseline (median rate over the host's last RUNS runs) and ratio."""
     metrics: dict[str, tuple[str, str, list[str]]] = {}
 
     def add(name: str, kind: str, help_text: str, labels: Mapping[str, Any], value: float | int) -> None:
@@ -317,6 +429,15 @@ def prometheus_text(report: JSON, outcome: JSON) -> str:
         for severity, number in severities.items():
             labels = {"host": name, "severity": severity}
             add("dropscope_findings", "gauge", "Findings of the host by severity.", labels, number)
+        baseline = (history or {}).get(name) if host["status"] == "ok" else None
+        for key, item in host_items(host).items() if baseline else ():
+            median = _median_rate(key, baseline, runs)
+            labels = {"host": name, "kind": key[0], "name": key[1]}
+            add("dropscope_baseline_rate", "gauge", "Median rate per second of the drop reason or counter over the "
+                "host's last diagnosed runs before this one (0 where it did not move).", labels, median)  # fmt: skip
+            if item["rate"] is not None and (median or item["rate"]):
+                add("dropscope_baseline_ratio", "gauge", "This run's rate divided by the baseline rate (+Inf: none "
+                    "before).", labels, item["rate"] / median if median else float("inf"))  # fmt: skip
     for case in outcome["cases"]:
         add("dropscope_threshold_violations", "gauge", "Thresholds violated, per host (or shared kernel).",
             {"host": case["name"]}, len(case["violations"]))  # fmt: skip
@@ -332,20 +453,46 @@ def prometheus_text(report: JSON, outcome: JSON) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _history(args: argparse.Namespace, report: JSON, depth: int, required: bool) -> dict[str, Baseline] | None:
+    """Each host's last DEPTH diagnosed runs before this one, from the run history; None when no history is
+    there (HistoryError when REQUIRED: relative thresholds need it)."""
+    path = args.history if args.history is not None else index_path(args.run_dir.resolve().parent)
+    if not required and not path.is_file():
+        return None
+    try:
+        connection = open_index(path, create=False)
+    except HistoryError:
+        if required:
+            raise
+        return None
+    try:
+        found, _ = baselines(connection, args.run_dir.resolve().name, report["run"].get("started"), max(depth, 1))
+    except sqlite3.Error as exc:
+        raise HistoryError(f"{path}: cannot be read ({exc})") from None
+    finally:
+        connection.close()
+    return found
+
+
 def run_check(args: argparse.Namespace) -> int:
     """Entry point of `dropscope check`."""
 
     def check_and_write() -> tuple[JSON, JSON]:
         thresholds = load_thresholds(args.thresholds)
         report = build_report(args.run_dir, knowledge_from(args))
-        outcome = check_report(report, thresholds)
+        depth = baseline_depth(thresholds)
+        history = _history(args, report, depth, required=depth > 0)
+        outcome = check_report(report, thresholds, history)
         if args.junit is not None:
             write_atomically(args.junit, junit_xml(report, outcome))
         if args.prometheus is not None:
-            write_atomically(args.prometheus, prometheus_text(report, outcome))
+            if history is None or depth < DEFAULT_BASELINE_RUNS:
+                history = _history(args, report, DEFAULT_BASELINE_RUNS, required=False)
+            write_atomically(args.prometheus, prometheus_text(report, outcome, history))
         return report, outcome
 
-    checked = run_guarded("check", "the outputs", check_and_write, (ThresholdError, RunError, KnowledgeError))
+    bad_input = (ThresholdError, RunError, KnowledgeError, HistoryError)
+    checked = run_guarded("check", "the outputs", check_and_write, bad_input)
     if checked is None:
         return EXIT_BAD_INPUT
     report, outcome = checked

@@ -10,7 +10,7 @@ from dropscope import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here so `dropscope --version` stays fast and one broken part does not hide the others.
-    from dropscope import check, compare, report
+    from dropscope import check, compare, fix, history, report, trend
 
     parser = argparse.ArgumentParser(prog="dropscope", description="Fleet-wide packet drop diagnosis.")
     parser.add_argument("--version", action="version", version=f"dropscope {__version__}")
@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_arguments(commands)
     compare.add_arguments(commands)
     check.add_arguments(commands)
+    fix.add_arguments(commands)
+    trend.add_arguments(commands)
+    history.add_arguments(commands)
     return parser
 
 

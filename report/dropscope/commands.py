@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -75,6 +76,36 @@ def write_atomically(path: Path, text: str | Iterable[str]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+class ReplacedFolder:
+    """A folder of output files written as a whole: files go to a new folder beside PATH, which takes PATH's
+    place when the `with` block ends without an error (a block that wrote nothing removes an old PATH)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.building: Path | None = None
+
+    def write(self, name: str, text: str) -> None:
+        """Write file NAME, relative to PATH's parent and inside PATH (e.g. "report-hosts/0.js")."""
+        if self.building is None:
+            self.building = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+            os.chmod(self.building, 0o777 & ~_umask())
+        (self.building / Path(name).relative_to(self.path.name)).write_text(text, encoding="utf-8")
+
+    def __enter__(self) -> ReplacedFolder:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if kind is None and self.path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+            self.path.rename(old / self.path.name)
+            shutil.rmtree(old)
+        if self.building is not None:
+            if kind is None:
+                self.building.rename(self.path)
+            else:
+                shutil.rmtree(self.building, ignore_errors=True)
 
 
 def run_guarded(

@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from dropscope.build import build_report, counter_items
+from dropscope.build import build_report, drop_items
 from dropscope.commands import add_command, knowledge_from, run_guarded, write_atomically
 from dropscope.formatting import format_change, format_rate
 from dropscope.knowledge_base import SEVERITY_RANK, KnowledgeBase, KnowledgeError
@@ -37,6 +37,15 @@ def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser = add_command(subparsers, "compare", run_compare, SUMMARY, __doc__)
     parser.add_argument("before", metavar="RUN_BEFORE", type=Path, help="the earlier run directory")
     parser.add_argument("after", metavar="RUN_AFTER", type=Path, help="the later run directory")
+    add_threshold_argument(parser)
+    parser.add_argument(
+        "--output-dir", metavar="DIR", type=Path, default=None, help="where compare.json/.html go (default RUN_AFTER)"
+    )
+    return parser
+
+
+def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    """`--threshold PCT`, the rule's one parameter (`finding_change`): compare's and trend's."""
     parser.add_argument(
         "--threshold",
         metavar="PCT",
@@ -44,38 +53,44 @@ def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         default=DEFAULT_THRESHOLD_PCT,
         help=f"a finding's rate must change by more than PCT percent to count (default {DEFAULT_THRESHOLD_PCT:g})",
     )
-    parser.add_argument(
-        "--output-dir", metavar="DIR", type=Path, default=None, help="where compare.json/.html go (default RUN_AFTER)"
-    )
-    return parser
 
 
-def _items(host: JSON) -> dict[str, JSON]:
-    """ "reason NAME" / "counter SECTION OBJECT COUNTER" → {kind, name, rate, count} for one host.
-
-    Counters are the host's drop counters (the knowledge base's marks in the built report).
-    """
-    items: dict[str, JSON] = {}
-    capture = host.get("capture") or {}
-    duration = capture.get("duration_s")
-    for drop in capture.get("drops") or []:
-        item = items.setdefault(f"reason {drop['reason']}", {"kind": "reason", "name": drop["reason"], "count": 0})
-        item["count"] += drop["count"]
-    for item in items.values():
-        item["rate"] = item["count"] / duration if duration else None
-    for section, obj, counter, delta, rate, drop in counter_items(host):
-        if drop:
-            name = " ".join(part for part in (section, obj, counter) if part)
-            items[f"counter {name}"] = {"kind": "counter", "name": name, "count": delta, "rate": rate}
-    return items
+def counted(finding: JSON) -> bool:
+    """Whether a finding counts in a comparison: attributed to the host, severity warning or problem."""
+    return finding["attribution"] == "host" and SEVERITY_RANK[finding["severity"]] >= SEVERITY_RANK["warning"]
 
 
 def _counted_findings(host: JSON) -> dict[str, JSON]:
-    return {
-        f["key"]: f
-        for f in host.get("findings") or []
-        if f["attribution"] == "host" and SEVERITY_RANK[f["severity"]] >= SEVERITY_RANK["warning"]
-    }
+    return {f["key"]: f for f in host.get("findings") or [] if counted(f)}
+
+
+def finding_change(was: JSON | None, now: JSON | None, threshold_pct: float) -> str:
+    """The rule: how one counted finding changed between two runs, from briefs with `severity` and `rate`.
+
+    "new", "vanished", "worse" (severity rose or rate grew by more than THRESHOLD_PCT percent), "better"
+    (severity fell or rate fell by more than it) or "same". `dropscope trend` applies it to the run history.
+    """
+    if was is None:
+        return "new"
+    if now is None:
+        return "vanished"
+    factor = threshold_pct / 100
+    rank_change = SEVERITY_RANK[now["severity"]] - SEVERITY_RANK[was["severity"]]
+    old_rate, new_rate = was["rate"] or 0, now["rate"] or 0
+    if rank_change > 0 or new_rate > old_rate * (1 + factor):
+        return "worse"
+    if rank_change < 0 or new_rate < old_rate * (1 - factor):
+        return "better"
+    return "same"
+
+
+def host_change(findings_by_change: dict[str, list]) -> str:
+    """A host's change from its findings grouped by `finding_change`: worse, better or same."""
+    if findings_by_change.get("new") or findings_by_change.get("worse"):
+        return "worse"
+    if findings_by_change.get("vanished") or findings_by_change.get("better"):
+        return "better"
+    return "same"
 
 
 def _change_pct(before: float | None, after: float | None) -> float | None:
@@ -112,25 +127,10 @@ def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items:
     if not before or not after or before["status"] != "ok" or after["status"] != "ok":
         result["change"] = "incomplete"
         return result
-    factor = threshold_pct / 100
     old, new = _counted_findings(before), _counted_findings(after)
     for key in sorted(set(old) | set(new)):
-        was, now = old.get(key), new.get(key)
-        entry = {"key": key, "before": _finding_brief(was), "after": _finding_brief(now)}
-        if was is None:
-            result["findings"]["new"].append(entry)
-            continue
-        if now is None:
-            result["findings"]["vanished"].append(entry)
-            continue
-        rank_change = SEVERITY_RANK[now["severity"]] - SEVERITY_RANK[was["severity"]]
-        old_rate, new_rate = was["evidence"]["rate"] or 0, now["evidence"]["rate"] or 0
-        if rank_change > 0 or new_rate > old_rate * (1 + factor):
-            result["findings"]["worse"].append(entry)
-        elif rank_change < 0 or new_rate < old_rate * (1 - factor):
-            result["findings"]["better"].append(entry)
-        else:
-            result["findings"]["same"].append(entry)
+        was, now = _finding_brief(old.get(key)), _finding_brief(new.get(key))
+        result["findings"][finding_change(was, now, threshold_pct)].append({"key": key, "before": was, "after": now})
     for key in sorted(set(before_items) | set(after_items)):
         was, now = before_items.get(key), after_items.get(key)
         result["rows"].append(
@@ -145,11 +145,7 @@ def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items:
             }
         )
     result["rows"].sort(key=lambda row: -abs((row["after_rate"] or 0) - (row["before_rate"] or 0)))
-    findings = result["findings"]
-    if findings["new"] or findings["worse"]:
-        result["change"] = "worse"
-    elif findings["vanished"] or findings["better"]:
-        result["change"] = "better"
+    result["change"] = host_change(result["findings"])
     return result
 
 
@@ -160,7 +156,7 @@ def compare_runs(before_dir: Path, after_dir: Path, threshold_pct: float, knowle
         report = build_report(run_dir, knowledge)
         hosts = {}
         for host in report["hosts"]:
-            hosts.setdefault(host["host"], (host, _items(host)))
+            hosts.setdefault(host["host"], (host, drop_items(host)))
         sides.append((report, hosts))
     (before_report, before_hosts), (after_report, after_hosts) = sides
     names = list(after_hosts) + [name for name in before_hosts if name not in after_hosts]

@@ -28,7 +28,7 @@ from typing import Any
 
 from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second
 from dropscope.formatting import rate_phrase
-from dropscope.knowledge_base import SEVERITIES, SEVERITY_RANK, CounterRule, KnowledgeBase
+from dropscope.knowledge_base import REASONLESS, SEVERITIES, SEVERITY_RANK, CounterRule, KnowledgeBase
 from dropscope.load import JSON
 
 VERDICTS = ("ok", "warning", "problem")
@@ -91,7 +91,8 @@ def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], kn
         text = rule_texts.get(obj or "") if section == "firewall" else None
         if section == "conntrack":
             text = conntrack_table(host.get("counters") or {})
-        matched = knowledge.drop_rule(section, counter, text)
+        driver = nic_driver(host, obj) if section == "interfaces" else None
+        matched = knowledge.drop_rule(section, counter, text, driver)
         if matched is None:
             continue
         rule = None if matched.is_generic else matched
@@ -108,6 +109,7 @@ def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], kn
                 "_key": matched.id,
                 "_rule": rule,
                 "_owner": owner,
+                "_driver": driver,
             }
         )
     return rows
@@ -136,7 +138,7 @@ def _traffic(drops: list[JSON], rows: list[JSON]) -> str:
         return "UDP datagrams"
     if "tcp" in locations or any(name.startswith("Tcp") for name in counters):
         return "TCP segments"
-    protocols = sorted({drop.get("protocol") for drop in drops if drop.get("protocol")})
+    protocols = sorted({drop.get("protocol") for drop in drops if drop.get("protocol") not in (None, "unknown")})
     return f"{'/'.join(protocols)} packets" if protocols else "packets"
 
 
@@ -218,11 +220,12 @@ def _row_phrase(row: JSON) -> str:
     return f"{row['counter']} +{delta}{rate}"
 
 
-def _capture_phrase(reason: str, drops: list[JSON], duration: float | None) -> str:
+def _capture_phrase(reason: str | None, drops: list[JSON], duration: float | None) -> str:
     count = sum(drop["count"] for drop in drops)
     locations = ", ".join(dict.fromkeys(drop["location"] for drop in drops))
     rate = f" ({rate_phrase(count / duration)})" if duration else ""
-    return f"kfree_skb saw {count:,} {reason} at {locations}{rate}"
+    what = reason or "drops (this capture has no drop reasons)"
+    return f"kfree_skb saw {count:,} {what} at {locations}{rate}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,14 +309,16 @@ def make_finding(
     if not template:
         if reason:
             template = "{host} drops {traffic} with reason {reason} at {location}"
+        elif drops:
+            template = "{host} drops {traffic} at {location} (this capture has no drop reasons)"
         else:
             template = "{host}: counter {counter} grew" + (" on {object}" if first.get("object") else "")
     phrases = [_row_phrase(row) for row in rows]
     if drops:
-        phrases.append(_capture_phrase(reason or "?", drops, duration))
+        phrases.append(_capture_phrase(reason, drops, duration))
     advice = entry.get("advice") or (
         "dropscope has no advice for this reason yet: look at the kernel function and its call stack."
-        if reason
+        if reason or drops
         else "dropscope has no advice for this counter yet: look up its meaning in the driver/kernel documentation."
     )
     if benign and not entry.get("benign"):
@@ -346,6 +351,43 @@ def make_finding(
     }
 
 
+def capture_group_key(drop: Mapping[str, Any], knowledge: KnowledgeBase) -> str:
+    """Which finding a capture group belongs to: its reason, or for a group without one (REASONLESS: kernels
+    before 5.17, dropwatch) `location:ID` of the locations.yml entry of its function, else `location:FUNCTION`.
+    """
+    if drop["reason"] != REASONLESS:
+        return drop["reason"]
+    found = knowledge.location(drop["location"])
+    return f"location:{found[0] if found else drop['location']}"
+
+
+def nic_driver(host: Mapping[str, Any], interface: str | None) -> str | None:
+    """The driver of a report host's INTERFACE (`system.nics`, from `ethtool -i`), None where unknown."""
+    nics = (host.get("system") or {}).get("nics") or {}
+    return ((nics.get(interface or "") or {}).get("driver")) or None
+
+
+def decode_reasons(host: Mapping[str, Any], knowledge: KnowledgeBase) -> None:
+    """Name the subsystem reasons of a report host's capture groups (`0x20001` → OVS_DROP_LAST_ACTION).
+
+    The host's own names come first (capture `subsystem_reasons`, read from its kernel's BTF: subsystem numbers
+    changed between kernels), else the knowledge base's (reasons.yml `subsystems`). A decoded group keeps what
+    the host recorded in `reason_raw` and names the subsystem in `subsystem`; a value nobody can name stays
+    raw, with its subsystem named where known.
+    """
+    capture = host.get("capture") or {}
+    own = capture.get("subsystem_reasons") or {}
+    for drop in capture.get("drops") or []:
+        named = own.get(drop["reason"])
+        if named and named.get("subsystem"):
+            name = named.get("name") or f"{named['subsystem']}:{drop['reason']}"
+            decoded = {"reason": name, "reason_raw": drop["reason"], "subsystem": named["subsystem"]}
+        else:
+            decoded = knowledge.subsystem_reason(drop["reason"])
+        if decoded is not None:
+            drop.update({key: value for key, value in decoded.items() if not key.startswith("_") and value})
+
+
 def _counter_entry(rule: CounterRule | None, knowledge: KnowledgeBase) -> tuple[str | None, JSON | None]:
     """(reason, entry) a counter rule stands for: its reason's entry if it names one, else its own."""
     if rule is None:
@@ -373,21 +415,24 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
     if capture.get("status") == "ok":
         for drop in capture.get("drops") or []:
             benign = knowledge.is_benign(drop["reason"], drop["location"])
-            groups.setdefault((drop["reason"], benign), []).append(drop)
-    for (reason, benign), drops in groups.items():
-        entry = knowledge.reason(reason)
+            groups.setdefault((capture_group_key(drop, knowledge), benign), []).append(drop)
+    for (group, benign), drops in groups.items():
+        location = group.startswith("location:")  # a capture without reasons: diagnosed from the location
+        reason = None if location else group
+        found = knowledge.location(drops[0]["location"]) if location else None
+        entry = found[1] if found else (None if location else knowledge.reason(group))
         agreeing = [
             index
             for index, row in enumerate(rows)
-            if not benign and knowledge.corroborates(reason, row["section"], row["counter"])
+            if not benign and knowledge.corroborates(group, row["section"], row["counter"])
         ]
         used.update(agreeing)
         agreeing_rows = [rows[index] for index in agreeing]
         findings.append(
             make_finding(
                 host=name,
-                key=f"{reason}@noise" if benign and not (entry or {}).get("benign") else reason,
-                kind="reason",
+                key=f"{group}@noise" if benign and not (entry or {}).get("benign") else group,
+                kind="location" if location else "reason",
                 reason=reason,
                 entry=entry,
                 known=entry is not None,
@@ -397,7 +442,9 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
                 duration=duration,
                 knowledge=knowledge,
                 owned=any(row["scope"] == "netns" for row in agreeing_rows),
-                fallback_title=f"Dropped with reason {reason}",
+                fallback_title=(
+                    f"Drops in {group.removeprefix('location:')}" if location else f"Dropped with reason {group}"
+                ),
                 default_cap=None if entry is not None else "warning",
             )
         )
@@ -553,6 +600,8 @@ def finding_background(finding: Mapping[str, Any], knowledge: KnowledgeBase) -> 
     entry = knowledge.reason(finding["reason"]) if finding.get("reason") else None
     if finding["kind"] == "unexplained":
         entry = knowledge.unexplained.get(finding["key"].removeprefix("unexplained:"))
+    if entry is None and finding["kind"] == "location":  # `location:ID` (locations.yml), or an unknown function
+        entry = knowledge.locations.get(finding["key"].removeprefix("location:"))
     if entry is None and finding["key"].startswith("counter:"):
         rule_id = finding["key"].removeprefix("counter:")
         entry = next((rule.entry for rule in knowledge.counters if rule.id == rule_id), None)

@@ -12,6 +12,9 @@ rule, so that no drop is counted twice:
   qdiscs, sockets, firewall; duplicates last), each taking from the groups its `accounted_by` names, in
   that order, as much as it still needs. What a counter cannot get is `unexplained`; what is left of the
   groups are the drops no counter shows (`capture_only`, reason → count).
+- A capture group without a reason (kernels before 5.17, dropwatch: `UNKNOWN`) counts for the reason its
+  kernel function stands for (locations.yml `reason`) and for `UNKNOWN@FUNCTION` items; the ledger names its
+  drops `UNKNOWN@FUNCTION` (`ledger_key`).
 - A host's `drops` are its counted counter drops plus its capture-only drops; `explained` are those with a
   reason (matched or capture-only); `unexplained` = drops − explained.
 - A kernel-scope capture shared by several hosts (same boot_id) saw every host's drops: each host matches
@@ -29,7 +32,7 @@ from typing import Any
 
 from dropscope.deltas import per_second
 from dropscope.findings import firewall_chain, make_finding, render_template
-from dropscope.knowledge_base import KnowledgeBase
+from dropscope.knowledge_base import REASONLESS, KnowledgeBase
 from dropscope.load import JSON
 
 PLACES = ("kernel", "nic")
@@ -45,6 +48,19 @@ def _chain(row: Mapping[str, Any] | None) -> str | None:
     if not row or row["section"] != "firewall":
         return None
     return firewall_chain(row["object"])
+
+
+def ledger_key(group: Mapping[str, Any]) -> str:
+    """How the ledger names a capture group's drops: its reason, or `UNKNOWN@FUNCTION` for a group without one."""
+    return group["reason"] if group["reason"] != REASONLESS else f"{REASONLESS}@{group['location']}"
+
+
+def _accounts(knowledge: KnowledgeBase, group: Mapping[str, Any], reason: str, location: Any) -> bool:
+    """Whether accounted_by item REASON@LOCATION names GROUP: its reason, or for a group without one (kernels
+    before 5.17, dropwatch) the reason its location stands for (locations.yml `reason`) or `UNKNOWN` itself."""
+    if location is not None and not location.match(group["location"]):
+        return False
+    return group["reason"] == reason or knowledge.stand_in(group["reason"], group["location"]) == reason
 
 
 def _is_sibling(row: Mapping[str, Any], pattern: tuple[str | None, Any], other: Mapping[str, Any]) -> bool:
@@ -79,7 +95,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
 
     entries = []
     for row in rows:
-        rule = knowledge.drop_rule(row["section"], row["counter"], row.get("detail"))
+        rule = knowledge.drop_rule(row["section"], row["counter"], row.get("detail"), row.get("_driver"))
         known = knowledge.ledger_rule(rule, row["counter"]) if rule else None
         if known is not None:
             entries.append((row, known))
@@ -100,15 +116,12 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
             for number, group in enumerate(groups):
                 if not need:
                     break
-                if (
-                    left[number]
-                    and group["reason"] == reason
-                    and (location is None or location.match(group["location"]))
-                ):
+                if left[number] and _accounts(knowledge, group, reason, location):
                     take = min(need, left[number])
                     left[number] -= take
                     need -= take
-                    explained[reason] = explained.get(reason, 0) + take
+                    key = ledger_key(group)
+                    explained[key] = explained.get(key, 0) + take
                     matched.setdefault(number, row)
         for reason, count in explained.items():
             explained_reasons[reason] = explained_reasons.get(reason, 0) + count
@@ -131,7 +144,8 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
     capture_only: dict[str, int] = {}
     for number, group in enumerate(groups):
         if left[number]:
-            capture_only[group["reason"]] = capture_only.get(group["reason"], 0) + left[number]
+            key = ledger_key(group)
+            capture_only[key] = capture_only.get(key, 0) + left[number]
     counted_total = sum(item[3] for item in plan)
     unexplained = sum(entry["unexplained"] for entry in ledger_rows)
     only = sum(capture_only.values())
@@ -247,7 +261,7 @@ def finish_ledgers(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) 
             counted_from = members[0]
         captured: dict[str, int] = {}
         for group in (counted_from.get("capture") or {}).get("drops") or []:
-            captured[group["reason"]] = captured.get(group["reason"], 0) + group["count"]
+            captured[ledger_key(group)] = captured.get(ledger_key(group), 0) + group["count"]
         for host in members:
             for reason, count in host["ledger"]["_explained_reasons"].items():
                 captured[reason] = captured.get(reason, 0) - count

@@ -12,8 +12,10 @@ dropscope.deltas (counter arithmetic), dropscope.findings and dropscope.build (t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class HostRecord:
     capture: JSON | None = None
     after: JSON | None = None
     capabilities: JSON | None = None
+    knobs: JSON | None = None  # drop_capture's knobs: sysctl values, interfaces, sockets and their owners
     notes: list[str] = field(default_factory=list)
 
 
@@ -131,6 +134,8 @@ def _check_version(doc: Mapping[str, Any], where: str) -> None:
 
 def _check_counters(values: Any, where: str) -> None:
     _typed(values, dict, "an object", where)
+    if all(type(value) is int for value in values.values()):
+        return  # the usual case, checked without a message per counter (a host has hundreds)
     for name, value in values.items():
         _typed(value, int, "an integer", f"{where}.{name}")
 
@@ -299,6 +304,12 @@ def load_manifest(run_dir: Path) -> JSON:
     return manifest
 
 
+@functools.lru_cache(maxsize=16)
+def _resolved(run_dir: Path) -> Path:
+    """RUN_DIR's real path, resolved once per run rather than once per host."""
+    return run_dir.resolve()
+
+
 def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
     """Read one manifest host entry's file; a bad file gives a failed record, never an exception."""
     if not isinstance(entry, dict):
@@ -308,7 +319,7 @@ def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
     if not isinstance(file, str) or not file:
         return HostRecord(name, "", "failed", f"manifest.json: hosts[{index}] has no 'file'")
     path = (run_dir / file).resolve()
-    if not path.is_relative_to(run_dir.resolve()):
+    if not path.is_relative_to(_resolved(run_dir)):
         return HostRecord(name, file, "failed", f"manifest.json: hosts[{index}] file {file!r} is outside the run")
     try:
         document = read_json(path, file)
@@ -329,6 +340,7 @@ def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
         capture=document.get("capture"),
         after=document.get("after"),
         capabilities=document.get("capabilities") if isinstance(document.get("capabilities"), dict) else None,
+        knobs=document.get("knobs") if isinstance(document.get("knobs"), dict) else None,
     )
     capture_status = (record.capture or {}).get("status")
     if record.status == "ok" and record.capture is not None and capture_status != "ok":
@@ -348,10 +360,16 @@ def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
 def run_warnings(run_dir: Path, files: list[str], names: list[str]) -> list[str]:
     """Stray host files and hosts listed twice."""
     warnings = []
-    listed = {(run_dir / file).resolve() for file in files if file}
+    # Compared by name first; only a file no listed name matches is compared by its real path (symlinks).
+    named = {os.path.normpath(run_dir / file) for file in files if file}
+    listed: set[Path] | None = None
     hosts_dir = run_dir / "hosts"
     if hosts_dir.is_dir():
         for path in sorted(hosts_dir.glob("*.json")):
+            if os.path.normpath(path) in named:
+                continue
+            if listed is None:
+                listed = {(run_dir / file).resolve() for file in files if file}
             if path.resolve() not in listed:
                 warnings.append(f"hosts/{path.name} is not listed in manifest.json and was ignored")
     seen: dict[str, int] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
@@ -32,6 +33,16 @@ SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
 PROBLEMS_SHOWN = 20  # failed/unreachable hosts listed in the fleet overview
 FLEET_FINDINGS_SHOWN = 50
 OTHER_ROWS_UP_TO_HOSTS = 2_000  # larger fleets leave traffic counters to report.json (page size)
+# When the hosts' details would add more than DETAILS_INLINE_MAX_BYTES to the page, they go to files instead:
+# DETAIL_CHUNK hosts per file DETAILS_DIR/N.js next to report.html, loaded (a <script> element: works from
+# file://, where fetch does not) when a host is opened. The page then carries what the fleet view needs.
+DETAILS_INLINE_MAX_BYTES = 4 * 2**20
+DETAIL_CHUNK = 100
+DETAILS_DIR = "report-hosts"
+COHORTS_SHOWN = 20
+COHORT_HOSTS_SHOWN = 8
+COHORT_FACTS_SHOWN = 4
+OUTLIERS_SHOWN = 20
 STATUS_ORDER = {"failed": 0, "unreachable": 1, "ok": 2}
 VERDICT_ORDER = {"problem": 0, "warning": 1, "unknown": 2, "ok": 3}
 SECTION_TITLES = {
@@ -45,6 +56,16 @@ SECTION_TITLES = {
 }
 OBJECT_TITLES = {"interfaces": "Interface", "qdiscs": "Qdisc", "sockets": "Socket", "firewall": "Rule"}
 
+
+
+def knob_text(knob: Any) -> str:
+    """A finding's knob for the page: "net.core.rmem_default = 212992 → 1048576 (why)" (a bare name as it is)."""
+    if isinstance(knob, str):
+        return knob
+    text = knob["name"] + (f" = {knob['value']}" if knob.get("value") is not None else "")
+    if knob.get("proposed") is not None:
+        text += f" → {knob['proposed']}"
+    return text + (f" ({knob['why']})" if knob.get("why") else "")
 
 def csp_hash(script: str) -> str:
     """The CSP source expression ('sha256-…') that allows exactly this inline script."""
@@ -140,8 +161,9 @@ def _finding_view(finding: JSON, strings: _StringTable) -> JSON:
         "b": finding["benign"],
         "dir": finding["direction"],
         "e": finding["explanation"],
+        "w": list((finding.get("who") or {}).get("lines") or []),  # socket, owner, senders, knob values
         "adv": strings(finding["advice"]),
-        "knobs": [strings(knob) for knob in finding["knobs"]],
+        "knobs": [strings(knob_text(knob)) for knob in finding["knobs"]],
         "c": evidence["count"],
         "rate": evidence["rate"],
         "ev": [[row["section"], row["object"], row["counter"], row["delta"], row["rate"], row.get("detail")]
@@ -161,11 +183,109 @@ def _ledger_view(ledger: JSON | None) -> list | None:
     return [ledger["drops"], ledger["explained"], ledger["unexplained"], rows, only, ledger.get("note")]
 
 
-def build_view(report: JSON) -> JSON:
-    """Everything the template shows, precomputed from the built report: the overview and the script's data."""
+def fact_text(fact: Mapping[str, Any]) -> str:
+    """A cohort's or outlier's attribute in words: "ixgbe firmware 0x800009e0", "kernel 6.1.0-18-amd64".
+
+    >>> fact_text({"attribute": "nic_firmware", "value": "ixgbe 0x800009e0"})
+    'ixgbe firmware 0x800009e0'
+    >>> fact_text({"attribute": "sysctl net.core.rmem_max", "value": "212992"})
+    'net.core.rmem_max = 212992'
+    """
+    attribute, value = fact["attribute"], str(fact["value"])
+    driver, _, rest = value.partition(" ")
+    if attribute == "nic_firmware":
+        return f"{driver} firmware {rest}"
+    if attribute == "nic_driver_version":
+        return f"{driver} driver {rest}"
+    if attribute.startswith("sysctl "):
+        return f"{attribute.removeprefix('sysctl ')} = {value}"
+    prefix = {"kernel_release": "kernel ", "boot_id": "one kernel, boot ", "nic_driver": "NIC driver ",
+              "python": "Python ", "group": "inventory group "}.get(attribute, "")  # fmt: skip
+    return prefix + (value[:8] if attribute == "boot_id" else value)
+
+
+def _cohort_views(fleet: JSON) -> JSON:
+    """The fleet's cohorts and outliers as the page shows them (the first ones; report.json has them all)."""
+    cohorts = fleet.get("cohorts") or []
+    outliers = fleet.get("outliers") or []
+    shown = []
+    for cohort in cohorts[:COHORTS_SHOWN]:
+        facts = [
+            fact_text(fact)
+            + (f" (and {format_count(fact['elsewhere'])} more)" if fact["elsewhere"] else " (only they)")
+            for fact in cohort["shared"][:COHORT_FACTS_SHOWN]
+        ]
+        shown.append({
+            "size": len(cohort["hosts"]),
+            "findings": cohort["findings"],
+            "facts": facts,
+            "hosts": cohort["hosts"][:COHORT_HOSTS_SHOWN],
+            "more_hosts": max(0, len(cohort["hosts"]) - COHORT_HOSTS_SHOWN),
+        })  # fmt: skip
+    return {
+        "cohorts": shown,
+        "more_cohorts": max(0, len(cohorts) - COHORTS_SHOWN),
+        "outliers": [
+            {**outlier, "facts": [fact_text(fact) for fact in outlier["attributes"]]}
+            for outlier in outliers[:OUTLIERS_SHOWN]
+        ],
+        "more_outliers": max(0, len(outliers) - OUTLIERS_SHOWN),
+        "diagnosed": fleet.get("ok", 0),
+    }
+
+
+def detail_script(chunk: int, details: list[JSON]) -> str:
+    """The text of DETAILS_DIR/CHUNK.js: hands the page the details of hosts CHUNK × DETAIL_CHUNK onwards."""
+    return f"dropscopeDetails({chunk},{embed_json(details)});\n"
+
+
+class _Details:
+    """Where build_view puts each host's details: kept for the page (always, without EMIT) until their text
+    passes DETAILS_INLINE_MAX_BYTES; from then on handed to emit(name, text) in files of DETAIL_CHUNK hosts."""
+
+    def __init__(self, emit: Callable[[str, str], None] | None) -> None:
+        self.emit = emit
+        self.inline: list[JSON] | None = []  # every host's details, while they may still go into the page
+        self.chunk: list[JSON] = []
+        self.pending: list[tuple[str, str]] = []  # files not handed to emit yet (while inline)
+        self.size = 0
+        self.files = 0
+
+    def add(self, detail: JSON) -> None:
+        if self.inline is not None:
+            self.inline.append(detail)
+        if self.emit is not None:
+            self.chunk.append(detail)
+            if len(self.chunk) == DETAIL_CHUNK:
+                self._file()
+
+    def _file(self) -> None:
+        name, text = f"{DETAILS_DIR}/{self.files}.js", detail_script(self.files, self.chunk)
+        self.files, self.chunk = self.files + 1, []
+        self.pending.append((name, text))
+        self.size += len(text)
+        if self.inline is None or self.size > DETAILS_INLINE_MAX_BYTES:
+            for pending in self.pending:
+                self.emit(*pending)  # type: ignore[misc]
+            self.pending, self.inline = [], None
+
+    def finish(self) -> list[JSON] | None:
+        """The details for the page, or None when they went to files."""
+        if self.chunk:
+            self._file()
+        return self.inline
+
+
+def build_view(report: JSON, emit: Callable[[str, str], None] | None = None) -> JSON:
+    """Everything the template shows, precomputed from the built report: the overview and the script's data.
+
+    With EMIT, hosts' details that would add more than DETAILS_INLINE_MAX_BYTES to the page are not in the view:
+    they are given to emit(relative file name, text) in files of DETAIL_CHUNK hosts (`detail_script`).
+    """
     fleet = report["fleet"]
     kernel_notes = _kernel_notes(report)
     with_other_rows = len(report["hosts"]) <= OTHER_ROWS_UP_TO_HOSTS
+    sink = _Details(emit)
 
     reason_totals: dict[str, int] = {}
     per_host_reasons = []
@@ -179,7 +299,7 @@ def build_view(report: JSON) -> JSON:
     column_index = {reason: index for index, reason in enumerate(columns)}
 
     strings = _StringTable()
-    rows, details = [], []
+    rows = []
     for index, host in enumerate(report["hosts"]):
         capture = host.get("capture")
         drops_total = host_drop_total(host)
@@ -213,7 +333,7 @@ def build_view(report: JSON) -> JSON:
             "sh": bool(note and not note["counted_here"]),
         })  # fmt: skip
         duration = (capture or {}).get("duration_s")
-        details.append({
+        sink.add({
             "error": host.get("error"), "kernel": host["kernel"], "interval": host.get("interval_s"),
             "capture": None if capture is None else {k: v for k, v in capture.items() if k != "drops"},
             "drops": [[d["reason"], d["location"], d.get("protocol"), d["count"],
@@ -234,6 +354,7 @@ def build_view(report: JSON) -> JSON:
             "kernel_note": note,
             "notes": host.get("notes") or [],
         })  # fmt: skip
+    details = sink.finish()
 
     order = sorted(
         range(len(rows)),
@@ -274,12 +395,16 @@ def build_view(report: JSON) -> JSON:
         "problems": [(row, errors.get(row["i"])) for row in problems[:PROBLEMS_SHOWN]],
         "problem_count": len(problems),
         "warnings": report.get("warnings") or [],
+        "cohorts": _cohort_views(fleet),
+        "detail_files": details is None,
         "data": {
             "columns": columns,
             "other_column": len(ranked_reasons) > MATRIX_REASONS,
             "cell_max": cell_max,
             "hosts": hosts_sorted,
-            "details": details,
+            "details": details,  # None: in DETAILS_DIR, DETAIL_CHUNK hosts per file
+            "detail_dir": None if details is not None else DETAILS_DIR,
+            "detail_chunk": DETAIL_CHUNK,
             "knowledge": (report.get("knowledge") or {}).get("findings") or {},
             "strings": strings.strings,
         },
@@ -303,6 +428,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_html(report: JSON) -> str:
-    """The report page for a built report (dropscope.build.build_report; the same document as report.json)."""
-    return _environment().get_template("report.html.j2").render(view=build_view(report))
+def render_html(report: JSON, emit: Callable[[str, str], None] | None = None) -> str:
+    """The report page for a built report (dropscope.build.build_report; the same document as report.json).
+
+    Without EMIT the page holds everything. With it, hosts' details that would add more than
+    DETAILS_INLINE_MAX_BYTES to the page go to files next to it, handed to emit(relative name, text).
+    """
+    return _environment().get_template("report.html.j2").render(view=build_view(report, emit))

@@ -85,7 +85,10 @@ def test_table_full_without_a_capture_is_its_own_finding(tmp_path) -> None:
         "edge: conntrack dropped packets of new connections because its table was full — nf_conntrack_count 1,024 of"
         " nf_conntrack_max 1,024 (nf_conntrack_buckets 256) — conntrack drop +50 (5/s)"
     )
-    assert finding["knobs"][0] == "net.netfilter.nf_conntrack_max"
+    assert finding["knobs"][0] == {  # 2 × the table's fill (1,024), at least twice its size: 2,048
+        "name": "net.netfilter.nf_conntrack_max", "value": "1024", "proposed": "2048",
+        "why": "the table held 1024 of 1024 entries; 2 × its fill is 2048, rounded up to a power of two (each entry "
+               "costs about 320 B of kernel memory)"}  # fmt: skip
     assert finding["advice"].startswith("Raise net.netfilter.nf_conntrack_max")
     row = edge["ledger"]["rows"][0]
     assert (row["counter"], row["unexplained"], row["where"]) == ("drop", 50, "kernel")

@@ -56,7 +56,7 @@ def test_firewall_drop_names_the_rule_and_port(tmp_path: Path) -> None:
         "h1 drops inbound UDP to port 8000 in the firewall — rule `udp dport 8000 drop` "
         "(nft inet dropscope_lab input #2) counted 500 packets (100/s)"
     )
-    assert "the firewall rule (nft / iptables)" in finding["knobs"]
+    assert "the firewall rule (nft / iptables)" in [knob["name"] for knob in finding["knobs"]]
     assert finding["evidence"]["counters"][0]["detail"] == "udp dport 8000 drop"
     assert finding["evidence"]["rate"] == 100.0
     assert h1["verdict"] == "problem"
@@ -85,7 +85,7 @@ def test_udp_rcvbuf_names_the_port_and_rmem_max(tmp_path: Path) -> None:
     finding = _worst(_findings(tmp_path, [host])["h3"])
     assert finding["key"] == "SOCKET_RCVBUFF" and finding["severity"] == "problem"
     assert finding["explanation"].startswith("h3: the application on UDP port 9100 cannot keep up — ")
-    assert "net.core.rmem_max" in finding["knobs"] and "SO_RCVBUF" in finding["advice"]
+    assert "net.core.rmem_max" in [knob["name"] for knob in finding["knobs"]] and "SO_RCVBUF" in finding["advice"]
     assert {c["counter"] for c in finding["evidence"]["counters"]} == {"UdpRcvbufErrors", "UdpInErrors", "drops"}
 
 
@@ -101,7 +101,7 @@ def test_qdisc_tx_names_the_qdisc_and_device(tmp_path: Path) -> None:
     finding = _worst(_findings(tmp_path, [host])["h3"])
     assert finding["key"] == "QDISC_DROP" and finding["direction"] == "transmit"
     assert finding["explanation"].startswith("h3 drops on transmit in the tbf qdisc of tx0 — ")
-    assert any("txqueuelen" in knob for knob in finding["knobs"])
+    assert any("txqueuelen" in knob["name"] for knob in finding["knobs"])
     # IpOutDiscards and UdpSndbufErrors corroborate it: no separate findings for them. The qdisc's 2 drops
     # beyond the 198 captured are the ledger's unexplained finding.
     again = _findings(tmp_path / "again", [host])["h3"]
@@ -130,7 +130,7 @@ def test_counter_only_recipes(tmp_path: Path, increases: dict, reason: str, knob
     host = _findings(tmp_path, [_host("h1", [], **increases)])["h1"]
     finding = _worst(host)
     assert (finding["key"], finding["kind"], finding["reason"]) == (reason, "counter", reason)
-    assert knob in finding["knobs"] and finding["severity"] == "problem"
+    assert knob in [entry["name"] for entry in finding["knobs"]] and finding["severity"] == "problem"
 
 
 def test_otherhost_is_at_most_a_warning(tmp_path: Path) -> None:

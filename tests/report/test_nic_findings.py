@@ -108,7 +108,7 @@ def test_a_drivers_drop_counter_is_a_finding_in_its_words(report: dict, name: st
 
 
 def test_the_ena_finding_names_the_instance_limits_as_the_knobs(report: dict) -> None:
-    assert _counter_finding(_host(report, "ena"))["knobs"] == [
+    assert [knob["name"] for knob in _counter_finding(_host(report, "ena"))["knobs"]] == [
         "a larger or network-optimised instance type (higher PPS allowance)",
         "ENA Express (where the instance type supports it)",
         "spread the traffic over more instances or interfaces",

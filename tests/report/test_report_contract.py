@@ -35,7 +35,7 @@ def _doc_examples() -> dict[str, dict]:
     """The JSON examples of docs/run-format.md by what they are (placeholders in the host example → null)."""
     examples = {}
     for block in re.findall(r"```json\n(.*?)\n```", RUN_FORMAT.read_text(encoding="utf-8"), re.S):
-        document = json.loads(re.sub(r"\b(SNAPSHOT|CAPTURE|CAPABILITIES)\b", "null", block))
+        document = json.loads(re.sub(r"\b(SNAPSHOT|CAPTURE|CAPABILITIES|KNOBS)\b", "null", block))
         if "system" in document:
             examples["snapshot"] = document
         elif "backend" in document:
@@ -149,9 +149,11 @@ def test_synthetic_documents_follow_the_contract(tmp_path: Path) -> None:
     documents = synthetic_fleet(6, hosts_per_kernel=2, unreachable_every=3)
     assert documents[0]["capture"].keys() == DOC["capture"].keys()
     assert documents[0]["capture"]["drops"][0].keys() == DOC["capture"]["drops"][0].keys()
-    # "capabilities" is optional: run_record writes it when the capture task returned the ladder.
-    assert all(document.keys() == DOC["host"].keys() for document in documents if document["status"] == "ok")
-    assert all(document.keys() == DOC["host"].keys() - {"capabilities"} for document in documents
+    # "capabilities" is optional: run_record writes it when the capture task returned the ladder; "knobs"
+    # when drop_capture read them (synthetic hosts have none).
+    assert all(document.keys() == DOC["host"].keys() - {"knobs"} for document in documents
+               if document["status"] == "ok")
+    assert all(document.keys() == DOC["host"].keys() - {"capabilities", "knobs"} for document in documents
                if document["status"] != "ok")
     run_dir = write_run(tmp_path / "run", documents + [make_host("a/b c", status="unreachable", error="x")])
     manifest = json.loads((run_dir / "manifest.json").read_text())

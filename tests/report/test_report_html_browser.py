@@ -277,10 +277,20 @@ def test_ten_thousand_hosts_load_and_filter_to_one(browser: Browser, tmp_path_fa
 
     run_dir = write_run(tmp_path_factory.mktemp("big") / "run", synthetic_fleet(10_000, seed=7, unreachable_every=97))
     _, html_path, _ = write_reports(run_dir)
+    # The page carries the fleet view; each host's details are in report-hosts/N.js (100 hosts per file).
+    assert html_path.stat().st_size < 10 * 2**20
+    assert sorted(int(path.stem) for path in (run_dir / "report-hosts").glob("*.js")) == list(range(100))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
+    requests: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("request", lambda request: requests.append(request.url.removeprefix(run_dir.as_uri() + "/")))
     page.goto(html_path.as_uri(), timeout=120_000)
+    assert requests == ["report.html"]  # nothing but the page until a host is opened
+    cohorts = page.locator("#cohorts li.cohort")  # the largest 20 at most; report.json has them all
+    assert 1 <= cohorts.count() <= 20
+    assert cohorts.first.locator(".size").inner_text().endswith(" of 9,897 hosts")  # the diagnosed ones
     rows = page.locator("#host-matrix tbody tr")
     assert rows.count() == 200  # one page, not 10,000 rows
     assert page.locator("#host-pager .range").inner_text() == "Showing 1–200 of 10,000 hosts"
@@ -290,6 +300,15 @@ def test_ten_thousand_hosts_load_and_filter_to_one(browser: Browser, tmp_path_fa
     page.locator("#host-matrix tbody td.host a").click()
     assert page.locator("#host-detail section.host h2").inner_text() == "host04242.dc1.example"
     assert page.locator("#host-detail .finding").count() >= 1
+    assert requests == ["report.html", "report-hosts/42.js"]  # host 4242's file, loaded when it was opened
+    page.evaluate("location.hash = '#host-10000'")
+    expect(page.locator("#host-detail section.host h2")).to_have_text("host09999.dc1.example")
+    assert requests[-1] == "report-hosts/99.js"
+    (run_dir / "report-hosts" / "7.js").unlink()
+    page.evaluate("location.hash = '#host-701'")
+    expect(page.locator("#host-detail p.error")).to_contain_text("report-hosts/7.js next to report.html")
+    assert errors == ["Failed to load resource: net::ERR_FILE_NOT_FOUND"]  # the missing 7.js, and nothing else
+    errors.clear()
     page.locator("#host-filter").fill("unreachable")
     assert rows.count() == 103  # every 97th host
     page.locator("#host-pager .next").is_hidden()
@@ -326,4 +345,25 @@ def test_page_opens_with_the_ledger_and_shows_it_per_host(page: Page, report_fil
     assert finding.locator(".explanation").inner_text().startswith(
         f"{HOSTILE_HOST}: 15 drops counted by the kernel have no captured reason — {HOSTILE_INTERFACE} rx_dropped +12"
     )
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_cohorts_are_shown_above_the_host_table(page: Page, report_file: tuple[Path, dict]) -> None:
+    """fleet.cohorts as sentences before the host table; hostile host names in them stay text."""
+    _, report = report_file
+    assert [cohort["hosts"] for cohort in report["fleet"]["cohorts"]] == [
+        [HOSTILE_HOST, *OTHER_HOSTILE],
+        [HOSTILE_HOST, OTHER_HOSTILE[0], "zulu.example"],
+    ]
+    assert page.evaluate(
+        "document.getElementById('cohorts').compareDocumentPosition(document.getElementById('host-matrix'))"
+        " & Node.DOCUMENT_POSITION_FOLLOWING"
+    )
+    items = page.locator("#cohorts li.cohort")
+    assert items.count() == 2
+    assert items.first.inner_text().splitlines() == [
+        "problem 3 of 5 hosts: Nobody listens on the destination port (NO_SOCKET); "
+        "nothing else they share that the rest lacks",
+        f"{HOSTILE_HOST}, {OTHER_HOSTILE[0]}, {OTHER_HOSTILE[1]}",
+    ]
     assert page.evaluate("typeof window.__pwned") == "undefined"

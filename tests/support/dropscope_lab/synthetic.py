@@ -147,6 +147,7 @@ def make_snapshot(
     monotonic: float = 10_234.5,
     wall: float = 1_795_748_401.25,
     kernel_release: str = "6.18.44",
+    distro: str | None = "Debian GNU/Linux 12 (bookworm)",
     netns_inode: int = 4_026_531_840,
     interfaces: Mapping[str, JSON] | None = None,
     protocols: Mapping[str, int] | None = None,
@@ -172,6 +173,7 @@ def make_snapshot(
             "boot_id": boot_id or boot_id_for(hostname),
             "netns_inode": netns_inode,
             "python": "3.11.2",
+            "distro": distro,
         },
         "time": {"wall": wall, "monotonic": monotonic},
         "interfaces": copy.deepcopy(dict(interfaces)),
@@ -371,18 +373,22 @@ def write_run(
     *,
     run_id: str | None = None,
     parameters: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Iterable[str]] | None = None,
+    started: str = "2026-11-27T03:05:01.200000+00:00",
 ) -> Path:
     """Write host documents (see `make_host`) into the new run directory RUN_DIR with run_record; returns it.
 
     As in a real run, the run id is the directory's name (`run_id`, if given, must equal it), host files
-    get run_record's safe names, the manifest lists the hosts in the order given.
+    get run_record's safe names, the manifest lists the hosts in the order given. `groups`: each host's
+    inventory groups, as the playbook records them (default: none known). `started`: when the run began
+    (ISO 8601; the run history orders runs by it).
     """
     run_dir = Path(run_dir)
     if run_id is not None and run_id != run_dir.name:
         raise ValueError(f"a run's id is its directory's name: {run_dir.name!r}, not {run_id!r}")
     parameters = dict(parameters or {"duration": 10, "stacks": False, "top": 50, "target": "all"})
     manifest = {
-        "started": "2026-11-27T03:05:01.200000+00:00",
+        "started": started,
         "finished": "2026-11-27T03:05:14.410000+00:00",
         "duration_s": 13.2,
         "command": ["ansible-playbook", "playbooks/diagnose-drops.yml", "-i", "lab.ini",
@@ -390,6 +396,7 @@ def write_run(
         "playbook": "/srv/dropscope/playbooks/diagnose-drops.yml",
         "inventory": [str(run_dir.parent / "lab.ini")],
         "limit": None,
+        "groups": {host: sorted(names) for host, names in (groups or {}).items()},
         "versions": {"ansible": "2.19.14", "python": "/usr/bin/python3"},
         "parameters": parameters,
     }

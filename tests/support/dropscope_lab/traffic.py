@@ -67,11 +67,16 @@ def send_udp(dst: str, port: int, count: int, *, size: int = 64, timeout: float 
 
 
 def receive_never_read(bind: str, port: int, rcvbuf: int, lifetime: float) -> int:
-    """Bind a UDP socket with a tiny receive buffer and never read it, for LIFETIME seconds at most."""
+    """Bind a UDP socket with a tiny receive buffer and never read it, for LIFETIME seconds at most.
+
+    RCVBUF 0 leaves the socket the default buffer (net.core.rmem_default), as an application that does not
+    set SO_RCVBUF has.
+    """
     _bounded(1, lifetime)
     bind = check_destination(bind)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if rcvbuf > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.bind((bind, port))
     ready = {"ready": True, "pid": os.getpid(), "address": bind, "port": port,
              "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     recv = sub.add_parser("receive", help="hold a UDP socket with a tiny SO_RCVBUF that is never read")
     recv.add_argument("--bind", required=True)
     recv.add_argument("--port", type=int, required=True)
-    recv.add_argument("--rcvbuf", type=int, default=1)
+    recv.add_argument("--rcvbuf", type=int, default=1, help="SO_RCVBUF to set (0: keep the default buffer)")
     recv.add_argument("--lifetime", type=float, default=600.0)
     args = parser.parse_args(argv)
     try:

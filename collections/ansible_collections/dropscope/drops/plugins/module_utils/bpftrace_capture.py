@@ -16,45 +16,83 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import json
 import os
 import select
 import signal
 import subprocess
+import sys
 import time
 
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
 from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import Locator
-from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator
+from ansible_collections.dropscope.drops.plugins.module_utils.kernel_btf import BTF_PATH, BtfError, read_field_offsets
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator, reason_text
 
-# {netns} and {port} are replaced by integers (0 = no filter); nothing else is ever substituted.
+# {netns} and {port} are replaced by integers (0 = no filter); nothing else is ever substituted but the
+# constant read expressions below and integers (field offsets).
 # netns (checked on kernel 6.18): skb->dev is right for receive drops before socket lookup, skb->sk for
-# OUTPUT-chain drops (dev is NULL), args->rx_sk for TCP after socket lookup (only it is set then); the
-# current task's netns would be the sender's, wrong for receive drops. Ports are read from the IP header at
-# skb->head + skb->network_header (IPv4: header length from byte 0, protocol at byte 9; IPv6: next
-# header at byte 6, no extension headers followed).
+# OUTPUT-chain drops (dev is NULL), args->rx_sk for TCP after socket lookup (only it is set then; kernels
+# before 6.x have no rx_sk and take the first two); the current task's netns would be the sender's, wrong
+# for receive drops. Ports are read from the IP header at skb->head + skb->network_header (IPv4: header
+# length from byte 0, protocol at byte 9; IPv6: next header at byte 6, no extension headers followed).
 # Common to both programs: readiness and end markers, the packet's netns, and the exact netns filter.
 _PROLOGUE = r"""
 BEGIN { printf("READY\n"); }
 END { printf("END\n"); }
 tracepoint:skb:kfree_skb
 {
-  $skb = (struct sk_buff *)args->skbaddr;
+  $skb = SKB;
   $ns = (uint64)0;
-  if ($skb->dev != 0) {
-    $ns = $skb->dev->nd_net.net->ns.inum;
-  } else if ($skb->sk != 0) {
-    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
-  } else if (args->rx_sk != 0) {
-    $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
-  }
+  if (SKB_DEV != 0) {
+    $ns = NS_OF_DEV;
+  } else if (SKB_SK != 0) {
+    $ns = NS_OF_SK;
+  }RX_SK
   if (NETNS_FILTER == 0 || $ns == NETNS_FILTER) {
 """
 
+# How the program reads the kernel's structs. With struct casts bpftrace builds C definitions from BTF
+# and runs clang on every start (~0.8 s of CPU per host, kernel 6.18, bpftrace 0.17); with this kernel's
+# own field offsets (kernel_btf.py reads them from BTF in ~0.1 s) it starts without clang. Same reads,
+# same results; the struct form stays for hosts where the offsets cannot be read.
+STRUCT_READS = {
+    "SKB": "(struct sk_buff *)args->skbaddr",
+    "SKB_DEV": "$skb->dev",
+    "NS_OF_DEV": "$skb->dev->nd_net.net->ns.inum",
+    "SKB_SK": "$skb->sk",
+    "NS_OF_SK": "$skb->sk->__sk_common.skc_net.net->ns.inum",
+    "RX_SK_NS": "((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum",
+    "NETWORK_HEADER": "$skb->head + $skb->network_header",
+}
+OFFSET_READS = {
+    "SKB": "(uint64)args->skbaddr",
+    "SKB_DEV": "*(uint64 *)($skb + %(skb_dev)d)",
+    "NS_OF_DEV": "*(uint32 *)(*(uint64 *)(*(uint64 *)($skb + %(skb_dev)d) + %(dev_net)d) + %(net_inum)d)",
+    "SKB_SK": "*(uint64 *)($skb + %(skb_sk)d)",
+    "NS_OF_SK": "*(uint32 *)(*(uint64 *)(*(uint64 *)($skb + %(skb_sk)d) + %(sk_net)d) + %(net_inum)d)",
+    "RX_SK_NS": "*(uint32 *)(*(uint64 *)((uint64)args->rx_sk + %(sk_net)d) + %(net_inum)d)",
+    "NETWORK_HEADER": "*(uint64 *)($skb + %(skb_head)d) + *(uint16 *)($skb + %(skb_network_header)d)",
+}
+# The struct fields OFFSET_READS needs, with the size each read assumes (bytes).
+FIELDS = {
+    "skb_dev": ("sk_buff.dev", 8),
+    "skb_sk": ("sk_buff.sk", 8),
+    "skb_head": ("sk_buff.head", 8),
+    "skb_network_header": ("sk_buff.network_header", 2),
+    "dev_net": ("net_device.nd_net.net", 8),
+    "sk_net": ("sock.__sk_common.skc_net.net", 8),
+    "net_inum": ("net.ns.inum", 4),
+}
+RX_SK = """ else if (args->rx_sk != 0) {
+    $ns = RX_SK_NS;
+  }"""
+
 PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
     $port = (uint64)0;
+    $nh = NETWORK_HEADER;
     if (args->protocol == 2048) {
-      $nh = $skb->head + $skb->network_header;
       $b0 = *(uint8 *)$nh;
       $l4 = *(uint8 *)($nh + 9);
       if ($l4 == 6 || $l4 == 17) {
@@ -62,7 +100,6 @@ PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
         $port = (($p & 255) << 8) | ($p >> 8);
       }
     } else if (args->protocol == 34525) {
-      $nh = $skb->head + $skb->network_header;
       $l4 = *(uint8 *)($nh + 6);
       if ($l4 == 6 || $l4 == 17) {
         $p = *(uint16 *)($nh + 42);
@@ -71,9 +108,23 @@ PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
     }
     if (PORT_FILTER == 0 || $port == PORT_FILTER) {
       @drops[$ns, args->reason, args->location, args->protocol, $l4, $port] = count();
-    }
+PEERS    }
   }
 }
+"""
+
+# Who sends and where to (inserted at PEERS): one more map keyed by reason and the packet's source and
+# destination addresses as read from its IP header (IPv4: 4 bytes at 12 and 16; IPv6: 16 bytes at 8 and
+# 24, as two 64-bit halves), each masked (PEER_MASK4 / PEER_MASK6: /24 and /64 with peers=prefix).
+# Addresses only: nothing else of the packet is read. The report takes the source of receive drops and
+# the destination of transmit drops.
+PEERS = r"""      if (args->protocol == 2048) {
+        @peers[args->reason, 4, (uint64)*(uint32 *)($nh + 12) & PEER_MASK4, (uint64)0,
+               (uint64)*(uint32 *)($nh + 16) & PEER_MASK4, (uint64)0] = count();
+      } else if (args->protocol == 34525) {
+        @peers[args->reason, 6, *(uint64 *)($nh + 8), *(uint64 *)($nh + 16) & PEER_MASK6,
+               *(uint64 *)($nh + 24), *(uint64 *)($nh + 32) & PEER_MASK6] = count();
+      }
 """
 
 # The rate guard's cheaper program (measured at ~200k drops/s on kernel 6.18: a map without port parsing
@@ -84,6 +135,7 @@ LEAN_PROGRAM = _PROLOGUE + r"""    @drops[$ns, args->reason, args->location, arg
 }
 """
 
+LEAN_PEERS_OFF = "rate guard: the lean program reads no packet headers, so no addresses"
 L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 # Map size: bpftrace silently drops new keys beyond it (4096 by default).
 MAP_KEYS_MAX = 65536
@@ -98,12 +150,38 @@ interval:s:DEADLINE_S { exit(); }
 """
 
 
-def program_text(netns=0, port=0, lean=False, deadline_s=0):
+PEER_MODES = ("exact", "prefix", "off")
+PEERS_TOP = 10  # peer pairs kept per reason; the rest are summed
+
+
+def peer_masks(mode, byteorder=None):
+    """(PEER_MASK4, PEER_MASK6) for `mode`: all ones for ``exact``; ``prefix`` keeps an IPv4 address's first 3
+    bytes (/24) and an IPv6 address's first 8 (/64). The IPv4 word is the address as it lies in memory read
+    as a host integer, so its /24 mask depends on the byte order.
+
+    >>> peer_masks("prefix", "little")
+    (16777215, 0)
+    >>> peer_masks("prefix", "big")
+    (4294967040, 0)
+    """
+    if mode == "prefix":
+        return (0x00FFFFFF if (byteorder or sys.byteorder) == "little" else 0xFFFFFF00), 0
+    return 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
+
+
+def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets=None, fields=None):
     """The bpftrace program with its integer filters (0 = none); refuses anything but integers.
 
-    `lean` gives LEAN_PROGRAM (the rate guard's choice): no header parsing, so no port filter.
+    `lean` gives LEAN_PROGRAM (the rate guard's choice): no header parsing, so no port filter and no peers.
     `deadline_s` (> 0) adds a probe that makes bpftrace exit by itself after that many seconds.
+    `peers` (``exact``, ``prefix`` or ``off``) adds the peers map (PEERS) to the full program.
+    `offsets` ({FIELDS key: byte offset}, from ``struct_offsets``) reads the kernel's structs by offset
+    (no clang at start-up); None casts to the structs. `fields` (the tracepoint's field names, None: all
+    of kernel 6.18's) leaves out what this kernel's tracepoint lacks: `rx_sk` (before 6.x), `reason`
+    (before 5.17: every drop gets reason 0, named by ``reason_names``).
     """
+    if peers not in PEER_MODES:
+        raise ValueError("peers must be one of %s, got %r" % (", ".join(PEER_MODES), peers))
     for name, value, high in (("netns", netns, 2 ** 32 - 1), ("port", port, 65535),
                               ("deadline_s", deadline_s, 86400)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
@@ -113,10 +191,52 @@ def program_text(netns=0, port=0, lean=False, deadline_s=0):
             raise ValueError("the lean program reads no packet headers: it cannot filter port %d" % port)
         text = LEAN_PROGRAM.replace("NETNS_FILTER", "%d" % netns)
     else:
+        mask4, mask6 = peer_masks(peers)
+        peers_text = "" if peers == "off" else PEERS.replace("PEER_MASK4", "%d" % mask4).replace("PEER_MASK6", "%d" % mask6)
         text = PROGRAM.replace("NETNS_FILTER", "%d" % netns).replace("PORT_FILTER", "%d" % port)
+        text = text.replace("PEERS", peers_text)
     if deadline_s:
         text += SELF_DEADLINE.replace("DEADLINE_S", "%d" % deadline_s)
+    return _with_reads(text, offsets, fields)
+
+
+def _with_reads(text, offsets, fields):
+    """TEXT with its read placeholders filled: struct casts, or integer offsets (validated here)."""
+    reads = STRUCT_READS
+    if offsets is not None:
+        for key in FIELDS:
+            value = offsets.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
+                raise ValueError("offset %s must be an integer 0..65535, got %r" % (key, value))
+        reads = dict((name, expression % offsets) for name, expression in OFFSET_READS.items())
+    text = text.replace("RX_SK", RX_SK if fields is None or "rx_sk" in fields else "")
+    for name in sorted(reads, key=len, reverse=True):  # SKB_DEV before SKB
+        text = text.replace(name, reads[name])
+    if fields is not None and "reason" not in fields:
+        text = text.replace("args->reason", "0")
     return text
+
+
+def reason_names(reasons, fields=None):
+    """The reason names the map's reason ids take: the tracepoint's own, or {0: "UNKNOWN"} where the
+    tracepoint has no reason field (kernels before 5.17: every drop is reason 0 in the map)."""
+    if fields is not None and "reason" not in fields:
+        return {0: "UNKNOWN"}
+    return reasons or {}
+
+
+def struct_offsets(path=BTF_PATH):
+    """(offsets for ``program_text``, None) from this kernel's BTF, or (None, why) where they cannot be read
+    or a field is not the size the reads assume (the program then casts to the structs)."""
+    paths = dict((key, field[0]) for key, field in FIELDS.items())
+    try:
+        found = read_field_offsets(paths, path)
+    except (IOError, OSError, BtfError) as exc:
+        return None, "struct offsets not read (%s): the program casts to the structs" % exc
+    for key, (_offset, size) in sorted(found.items()):
+        if size != FIELDS[key][1]:
+            return None, "%s is %s bytes, not %d: the program casts to the structs" % (FIELDS[key][0], size, FIELDS[key][1])
+    return dict((key, offset) for key, (offset, _size) in found.items()), None
 
 
 def l4_name(number):
@@ -139,9 +259,11 @@ def parse_bpftrace_json(lines, map_name="@drops"):
     give ``ready`` and ``ended`` True and entries ``{"netns": 4026532177, "reason_id": 3, "address":
     0xffffffff82046f4c, "protocol": 2048, "l4": 17, "port": 9000, "count": 300}``. Keys of the lean
     program (4 fields) get ``l4`` and ``port`` 0. Lines that are not JSON (bpftrace's warnings) go to
-    ``other``.
+    ``other``. The peers map (``{"type": "map", "data": {"@peers": {"3,4,16777343,0,16777343,0": 5}}}``,
+    ``tests/data/bpftrace_json_peers.txt``) gives ``peers`` entries ``{"reason_id": 3, "family": 4, "src":
+    (16777343, 0), "dst": (16777343, 0), "count": 5}`` (``peer_groups`` names the addresses).
     """
-    result = {"ready": False, "ended": False, "entries": [], "other": [], "probes": None}
+    result = {"ready": False, "ended": False, "entries": [], "other": [], "probes": None, "peers": []}
     for line in lines:
         line = line.strip()
         if not line:
@@ -170,6 +292,14 @@ def parse_bpftrace_json(lines, map_name="@drops"):
                 netns, reason, address, protocol, l4, port = (int(part, 0) for part in parts)
                 result["entries"].append({"netns": netns, "reason_id": reason, "address": address,
                                           "protocol": protocol, "l4": l4, "port": port, "count": int(count)})
+        elif kind == "map" and isinstance(data, dict) and isinstance(data.get("@peers"), dict):
+            for key, count in data["@peers"].items():
+                parts = key.split(",")
+                if len(parts) != 6:
+                    raise ValueError("unexpected key %r in bpftrace map @peers" % key)
+                reason, family, src_hi, src_lo, dst_hi, dst_lo = (int(part, 0) for part in parts)
+                result["peers"].append({"reason_id": reason, "family": family, "src": (src_hi, src_lo),
+                                        "dst": (dst_hi, dst_lo), "count": int(count)})
         elif kind == "error" or kind == "warning":
             result["other"].append(str(data))
     return result
@@ -184,12 +314,57 @@ def group_drops(entries, reasons, locator, top=50, with_netns=False):
     """
     aggregator = DropAggregator(extra_fields=("l4", "port", "netns") if with_netns else ("l4", "port"))
     for entry in entries:
-        reason = reasons.get(entry["reason_id"]) or "REASON_%d" % entry["reason_id"]
+        reason = reason_text(entry["reason_id"], reasons)
         l4 = l4_name(entry["l4"])
         port = (entry["port"] or None) if l4 in ("tcp", "udp") else None
         extra = (l4, port, entry["netns"]) if with_netns else (l4, port)
         aggregator.add(reason, "0x%x" % entry["address"], None, entry["protocol"], count=entry["count"], extra=extra)
     return aggregator.result(top=top, locator=locator)
+
+
+def peer_address(family, words, byteorder=None):
+    """The address text of a peers key's (hi, lo) words: IPv4 ``(16777343, 0)`` -> ``127.0.0.1`` on a
+    little-endian host; IPv6 ``(0, 72057594037927936)`` -> ``::1``. Masked words give the prefix's first
+    address (``10.1.2.0``, ``2001:db8:1:2::``)."""
+    order = byteorder or sys.byteorder
+    if family == 4:
+        return str(ipaddress.IPv4Address((words[0] & 0xFFFFFFFF).to_bytes(4, order)))
+    packed = (words[0] & 0xFFFFFFFFFFFFFFFF).to_bytes(8, order) + (words[1] & 0xFFFFFFFFFFFFFFFF).to_bytes(8, order)
+    return ipaddress.IPv6Address(packed).compressed
+
+
+def peer_groups(entries, reasons, mode="exact", top=PEERS_TOP, byteorder=None, truncated=False):
+    """The capture's ``peers``: per reason the `top` largest (source, destination) pairs, the rest summed.
+
+    >>> peers = peer_groups([{"reason_id": 3, "family": 4, "src": (16777343, 0), "dst": (16777343, 0), "count": 5},
+    ...                      {"reason_id": 3, "family": 6, "src": (0, 72057594037927936), "dst": (0, 72057594037927936),
+    ...                       "count": 3}], {3: "NO_SOCKET"}, byteorder="little")
+    >>> peers["groups"][0], peers["groups"][1]["src"], peers["other"]
+    ({'reason': 'NO_SOCKET', 'src': '127.0.0.1', 'dst': '127.0.0.1', 'count': 5}, '::1', {})
+    """
+    by_reason = {}
+    for entry in entries:
+        reason = reason_text(entry["reason_id"], reasons)
+        if entry["family"] not in (4, 6):
+            continue
+        by_reason.setdefault(reason, []).append(entry)
+    groups, other = [], {}
+    for reason in sorted(by_reason):
+        ranked = sorted(by_reason[reason], key=lambda e: (-e["count"], e["family"], e["src"], e["dst"]))
+        for entry in ranked[:top]:
+            groups.append({"reason": reason, "src": peer_address(entry["family"], entry["src"], byteorder),
+                           "dst": peer_address(entry["family"], entry["dst"], byteorder), "count": entry["count"]})
+        rest = ranked[top:]
+        if rest:
+            other[reason] = {"count": sum(e["count"] for e in rest), "pairs": len(rest)}
+    groups.sort(key=lambda group: (group["reason"], -group["count"]))
+    return {"status": "ok", "mode": mode, "why": None, "top": top, "groups": groups, "other": other,
+            "truncated": truncated}
+
+
+def peers_off(why, mode=None):
+    """The capture's ``peers`` when no addresses were recorded, and why."""
+    return {"status": "off", "mode": mode, "why": why, "top": PEERS_TOP, "groups": [], "other": {}, "truncated": False}
 
 
 def command(bpftrace, program="drops.bt"):
@@ -222,17 +397,23 @@ def _read_lines(fd, buffer, until, want_ready=False):
 
 
 def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, reasons=None, top=50,
-                         kallsyms_text=None, lean=False, window=None):
+                         kallsyms_text=None, lean=False, window=None, peers="exact", fields=None):
     """Attach, wait for READY, count for `duration` s, SIGINT so END prints the map; fills `capture`.
 
     `lean` runs LEAN_PROGRAM (no packet-header parsing; the rate guard's choice). `window` (a
     ``CaptureWindow``) is told when READY came (live) and when the window ends, right before SIGINT.
+    `fields` are the tracepoint's field names (the capabilities' ``kfree_skb.fields``; None: all).
     """
     window = window or CaptureWindow(guard)
     program = guard.path("drops.bt")
+    offsets, why = struct_offsets()
+    # How the program reads the kernel's structs: "offsets" (from BTF, no clang) or why it casts instead.
+    capture["struct_reads"] = "offsets" if offsets is not None else why
+    reasons = reason_names(reasons, fields)
     with open(program, "w") as handle:
         # Its own deadline: the guard's, so it never outlives the capture even with nobody left to stop it.
-        handle.write(program_text(netns, port, lean=lean, deadline_s=max(1, int(guard.remaining()))))
+        handle.write(program_text(netns, port, lean=lean, deadline_s=max(1, int(guard.remaining())),
+                                  peers="off" if lean else peers, offsets=offsets, fields=fields))
     capture["command"] = command(bpftrace)
     err_path = guard.path("bpftrace.err")
     lines = []
@@ -280,6 +461,13 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         return capture
     locator = Locator(None if kallsyms_text is None else (lambda: kallsyms_text))
     capture.update(group_drops(parsed["entries"], reasons or {}, locator, top=top, with_netns=not netns))
+    if lean:
+        capture["peers"] = peers_off(LEAN_PEERS_OFF, peers)
+    elif peers == "off":
+        capture["peers"] = peers_off("peers=off was asked", peers)
+    else:
+        capture["peers"] = peer_groups(parsed["peers"], reasons or {}, mode=peers,
+                                       truncated=len(parsed["peers"]) >= MAP_KEYS_MAX)
     # A full map silently drops new keys: the counts are then a lower bound.
     capture["truncated"] = bool(stopped) or len(parsed["entries"]) >= MAP_KEYS_MAX
     return capture

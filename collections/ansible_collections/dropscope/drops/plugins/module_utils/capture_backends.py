@@ -38,6 +38,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils import (
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import BACKEND_ORDER
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
+from ansible_collections.dropscope.drops.plugins.module_utils.host_knobs import sysctl_name_problem
 from ansible_collections.dropscope.drops.plugins.module_utils.run_record import SCHEMA_VERSION
 
 BACKEND_CHOICES = ("auto",) + BACKEND_ORDER
@@ -181,7 +182,9 @@ class BpftraceBackend(Backend):
         bpftrace_capture.run_bpftrace_capture(
             capture, guard, _binary(reader, "bpftrace"), rate_guard["window_s"],
             netns=plan.system["netns_inode"] if params["netns"] == "self" else 0, port=params["dport"],
-            reasons=plan.reasons, top=params["top"], lean=rate_guard["bpftrace_program"] == "lean", window=window)
+            reasons=plan.reasons, top=params["top"], lean=rate_guard["bpftrace_program"] == "lean", window=window,
+            peers=params.get("peers") or "exact",
+            fields=(((plan.caps or {}).get("kfree_skb") or {}).get("fields") or None))
 
 
 class PerfBackend(Backend):
@@ -392,6 +395,9 @@ def run_capture(reader, plan, read_counters=None):
             if window.went_live and capture["status"] == "failed":
                 break  # died mid-way: reported as it is, not replaced by another backend's capture
     capture["guard"] = rate_guard
+    if capture["status"] == "ok" and "peers" not in capture:
+        capture["peers"] = bpftrace_capture.peers_off(
+            "%s reads no packet headers: only bpftrace records addresses" % capture["backend"], params.get("peers"))
     if rate_guard["active"]:
         capture["truncated"] = capture["truncated"] or rate_guard["window_s"] < params["duration"]
     _post_filter(capture, params)
@@ -426,4 +432,7 @@ def check_params(params):
     for name in params["exclude_reasons"]:
         if not name or not all(c.isupper() or c.isdigit() or c == "_" for c in name):
             return "exclude_reasons: %r is not a drop reason name (upper case, digits and _)" % name
+    for name in params.get("sysctls") or ():
+        if sysctl_name_problem(name):
+            return sysctl_name_problem(name)
     return None

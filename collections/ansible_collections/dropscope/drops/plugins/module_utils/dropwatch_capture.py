@@ -29,10 +29,11 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import D
 NO_NET_DM = "Unable to find NET_DM family"
 NO_NET_DM_REASON = "kernel has no NET_DM (CONFIG_NET_DROP_MONITOR)"
 
-# main.c handle_dm_alert_msg:  "%d drops at %s+%llx (%p) [software]"
-_SUMMARY = re.compile(r"^(\d+) drops at (\S+?)\+([0-9a-fA-F]+) \((0x[0-9a-fA-F]+|\(nil\))\) \[(software)\]\s*$")
+# main.c handle_dm_alert_msg:  "%d drops at %s+%llx (%p) [software]"; dropwatch before 1.5.2 (RHEL 7's 1.4)
+# prints no " [software]" (tests/data/dropwatch_summary_4.19_issue3.txt)
+_SUMMARY = re.compile(r"^(\d+) drops at (\S+?)\+([0-9a-fA-F]+) \((0x[0-9a-fA-F]+|\(nil\))\)(?: \[(software)\])?\s*$")
 # main.c handle_dm_alert_msg, symbol not found:  "%d drops at location %p [software]"
-_SUMMARY_ADDR = re.compile(r"^(\d+) drops at location (0x[0-9a-fA-F]+|\(nil\)) \[(software)\]\s*$")
+_SUMMARY_ADDR = re.compile(r"^(\d+) drops at location (0x[0-9a-fA-F]+|\(nil\))(?: \[(software)\])?\s*$")
 # main.c print_nested_hw_entry:  "%d drops at %s [hardware]"
 _SUMMARY_HW = re.compile(r"^(\d+) drops at (.+?) \[(hardware)\]\s*$")
 # main.c handle_dm_packet_alert_msg:  "drop at: %s (0x%" PRIx64 ")"  or  "drop at: %s (%s)" (hardware)
@@ -86,13 +87,13 @@ def parse_dropwatch_output(text):
         if match:
             count, symbol, offset, _address, origin = match.groups()
             result["drops"].append({"reason": "UNKNOWN", "location": symbol, "offset": "0x%x" % int(offset, 16),
-                                    "protocol": None, "origin": origin, "count": int(count)})
+                                    "protocol": None, "origin": origin or "software", "count": int(count)})
             continue
         match = _SUMMARY_ADDR.match(line)
         if match:
             count, address, origin = match.groups()
             result["drops"].append({"reason": "UNKNOWN", "location": address, "offset": None,
-                                    "protocol": None, "origin": origin, "count": int(count)})
+                                    "protocol": None, "origin": origin or "software", "count": int(count)})
             continue
         match = _SUMMARY_HW.match(line)
         if match:

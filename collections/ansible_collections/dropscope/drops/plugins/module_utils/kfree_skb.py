@@ -17,6 +17,7 @@ import re
 import sys
 
 from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import Locator, is_hashed_pointer, raw_address
+from ansible_collections.dropscope.drops.plugins.module_utils.kernel_btf import BtfError, enums
 
 # Where tracefs is mounted (the first is the standard place; the second is the old debugfs one).
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -143,13 +144,88 @@ def protocol_name(number: int | None) -> str:
     return name if name is not None else "0x%04x" % number
 
 
+def reason_text(number: int, reasons: dict | None) -> str:
+    """The name of drop reason NUMBER from the host's format (``reasons``), else the number kept as data.
+
+    A subsystem reason (kernels 6.4+: the subsystem in the high 16 bits, e.g. Open vSwitch's 0x30001) is
+    not in the tracepoint's names: it stays the hex text the kernel itself prints for it (``"0x30001"``),
+    whichever backend read it; a core number the host could not name stays ``"REASON_<n>"``. The report
+    decodes subsystem reasons (its knowledge base, reasons.yml ``subsystems``).
+
+    >>> reason_text(3, {3: "NO_SOCKET"}), reason_text(196609, {3: "NO_SOCKET"}), reason_text(7, {})
+    ('NO_SOCKET', '0x30001', 'REASON_7')
+    """
+    name = reasons.get(number) if reasons else None
+    if name is not None:
+        return name
+    return "0x%x" % number if number >> 16 else "REASON_%d" % number
+
+
+BTF_DIR = "/sys/kernel/btf"
+_SUBSYS_PREFIX = "SKB_DROP_REASON_SUBSYS_"
+_SUBSYSTEM_REASON = re.compile(r"^0x[0-9a-f]{5,8}$")  # reason_text's form of a value with subsystem bits
+
+
+def _read_bytes(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def subsystem_reason_names(values, read_bytes=_read_bytes, btf_dir=BTF_DIR) -> dict:
+    """Name subsystem drop reasons (``reason_text``'s ``"0x20001"``) from this kernel's own BTF.
+
+    The subsystem numbers changed between kernels (6.4 numbered MAC80211_MONITOR 2 and OPENVSWITCH 3;
+    6.18's ``enum skb_drop_reason_subsys`` has OPENVSWITCH 2), so only the kernel that dropped can say:
+    ``enum skb_drop_reason_subsys`` of ``BTF_DIR/vmlinux`` names the subsystem, and the enums named
+    ``*drop_reason`` of the kernel and of the subsystem's module (``BTF_DIR/openvswitch``, ``mac80211``,
+    split BTF) name the reason. Returns ``{"0x20001": {"name": "OVS_DROP_LAST_ACTION" or None,
+    "subsystem": "OPENVSWITCH"}}`` for the VALUES it could name; ``{}`` without BTF (the report then
+    falls back to its knowledge base).
+    """
+    try:
+        base = read_bytes(btf_dir + "/vmlinux")
+        found = enums(base, lambda name: name == "skb_drop_reason_subsys" or name.endswith("drop_reason"))
+    except (IOError, OSError, BtfError):
+        return {}
+    subsystems = {}
+    for member, value in found.get("skb_drop_reason_subsys", []):
+        if member.startswith(_SUBSYS_PREFIX) and member != _SUBSYS_PREFIX + "NUM":
+            subsystems[value] = member[len(_SUBSYS_PREFIX):]
+    numbers = dict((value, int(value, 16)) for value in values)
+    # a subsystem's module is its name's first word: OPENVSWITCH -> openvswitch, MAC80211_UNUSABLE -> mac80211
+    modules = set(subsystems[n >> 16].split("_")[0].lower() for n in numbers.values() if n >> 16 in subsystems)
+    for module in sorted(modules):
+        try:
+            extra = enums(read_bytes(btf_dir + "/" + module), lambda name: name.endswith("drop_reason"), base)
+        except (IOError, OSError, BtfError):
+            continue  # built into the kernel (found above) or not loaded
+        for name, members in extra.items():
+            found.setdefault(name, []).extend(members)
+    names = {}
+    for enum_name, members in sorted(found.items()):
+        if enum_name in ("skb_drop_reason", "skb_drop_reason_subsys"):
+            continue
+        for member, value in members:
+            if value >> 16 and (value not in names or names[value].startswith("_")):
+                names[value] = member
+    result = {}
+    for value, number in numbers.items():
+        if number >> 16 in subsystems:
+            name = names.get(number)
+            result[value] = {"name": name.lstrip("_") if name else None, "subsystem": subsystems[number >> 16]}
+    return result
+
+
 def _reason_name(text: str | None, reasons: dict | None) -> str:
     if text is None:
         return "UNKNOWN"
     if text.isdigit():
-        number = int(text)
-        name = reasons.get(number) if reasons else None
-        return name if name is not None else "REASON_%d" % number
+        return reason_text(int(text), reasons)
+    if text[:2] in ("0x", "0X"):  # perf and tracefs print a value missing from the format's names in hex
+        try:
+            return reason_text(int(text, 16), reasons)
+        except ValueError:
+            return text
     return text
 
 
@@ -307,7 +383,7 @@ class DropAggregator:
             else:
                 self.overflow_stacks += 1
 
-    def result(self, top: int = 50, top_stacks: int = 10, locator=None) -> dict:
+    def result(self, top: int = 50, top_stacks: int = 10, locator=None, subsystem_names=None) -> dict:
         """The largest groups and stacks, and what is left (see docs/run-format.md, ``capture``).
 
         ``drops`` holds at most ``top`` groups sorted by count (descending), then by their key fields
@@ -317,6 +393,8 @@ class DropAggregator:
         those of the capture dict. A location that is a raw address or a hashed pointer is named by
         ``locator`` (default: a ``kallsyms.Locator`` of this host's /proc/kallsyms) and the result then
         carries ``locations`` (what was resolved and why the rest could not be): no pointer leaves the host.
+        Subsystem reasons (``"0x20001"``) stay as they are in the groups; ``subsystem_reasons`` names the ones
+        this kernel's BTF names (``subsystem_names``, default ``subsystem_reason_names``).
         """
         groups = self._groups
         locator = locator if locator is not None else Locator()
@@ -356,6 +434,11 @@ class DropAggregator:
         summary = locator.summary()
         if summary:
             result["locations"] = summary
+        raw = sorted(set(drop["reason"] for drop in drops if _SUBSYSTEM_REASON.match(drop["reason"] or "")))
+        if raw:
+            named = (subsystem_names or subsystem_reason_names)(raw)
+            if named:
+                result["subsystem_reasons"] = named
         return result
 
 

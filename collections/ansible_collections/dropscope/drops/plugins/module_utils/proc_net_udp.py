@@ -67,7 +67,18 @@ def parse_proc_net_udp(text: str, proto: str = "udp", byteorder: str | None = No
     Raises ValueError naming ``/proc/net/udp`` (or ``udp6``) when the header is missing, a line has
     the wrong number of columns or a field cannot be decoded.
     """
-    source = "/proc/net/%s" % proto
+    return socket_table(text, "/proc/net/%s" % proto, lambda fields, local: {
+        "proto": proto, "local_address": local[0], "local_port": local[1], "inode": int(fields[9]),
+        "drops": int(fields[12])}, byteorder, columns=_COLUMNS)
+
+
+def socket_table(text, source, row, byteorder=None, columns=None, at_least=0):
+    """The rows of a /proc/net socket table (udp, udp6, tcp, tcp6): ``row(fields, (local address, local
+    port))`` of each socket line, None rows left out.
+
+    Raises ValueError naming `source` when the header is missing, a line does not have `columns` (or at
+    least `at_least`) columns, or a field cannot be decoded (by this function or by `row`).
+    """
     lines = text.splitlines()
     if not lines or lines[0].split()[:1] != ["sl"]:
         raise ValueError("%s: does not start with the 'sl local_address ...' header line" % source)
@@ -76,19 +87,17 @@ def parse_proc_net_udp(text: str, proto: str = "udp", byteorder: str | None = No
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != _COLUMNS:
-            raise ValueError("%s: line %d has %d columns, expected %d" % (source, number, len(fields), _COLUMNS))
+        if columns and len(fields) != columns:
+            raise ValueError("%s: line %d has %d columns, expected %d" % (source, number, len(fields), columns))
+        if len(fields) < at_least:
+            raise ValueError("%s: line %d has %d columns, expected at least %d" % (source, number, len(fields), at_least))
         address, sep, port = fields[1].partition(":")
         try:
             if not sep:
                 raise ValueError("no ':' in %r" % fields[1])
-            result.append({
-                "proto": proto,
-                "local_address": decode_address(address, byteorder),
-                "local_port": int(port, 16),
-                "inode": int(fields[9]),
-                "drops": int(fields[12]),
-            })
+            entry = row(fields, (decode_address(address, byteorder), int(port, 16)))
         except ValueError as exc:
             raise ValueError("%s: line %d cannot be decoded: %s" % (source, number, exc)) from None
+        if entry is not None:
+            result.append(entry)
     return result

@@ -134,6 +134,8 @@ def _one_task(record, result):
         return
     for stage in ("before", "capture", "after"):
         record[stage] = result.get(stage) if isinstance(result.get(stage), dict) else None
+    if isinstance(result.get("knobs"), dict):  # optional: the knobs' values and the sockets' owners
+        record["knobs"] = result["knobs"]
     error = capture_error(record["capture"])
     if error is not None:
         _fail(record, "failed", error)

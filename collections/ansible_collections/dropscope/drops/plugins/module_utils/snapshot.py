@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import socket
 import sys
 import time
@@ -87,11 +88,42 @@ class HostReader:
         return self._run_command(argv)
 
 
+def os_release_pretty_name(text):
+    r"""PRETTY_NAME of an os-release file (quotes and shell escapes removed), None if it has none.
+
+    >>> os_release_pretty_name('NAME="Debian GNU/Linux"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+    'Debian GNU/Linux 12 (bookworm)'
+    """
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key != "PRETTY_NAME":
+            continue
+        value = value.strip()
+        quote = value[:1]
+        if len(value) >= 2 and quote in ("'", '"') and value.endswith(quote):
+            value = value[1:-1]
+            if quote == '"':
+                value = re.sub(r'\\([\\"$`])', r"\1", value)
+        return value or None
+    return None
+
+
+def read_distro(reader):
+    """The host's distribution as os-release names it (PRETTY_NAME; /etc first, then /usr/lib), None if unknown."""
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            return os_release_pretty_name(reader.read_text(path))
+        except (IOError, OSError):
+            continue
+    return None
+
+
 def read_system(reader):
-    """Host identity: hostname, kernel release, boot_id, the network namespace it was read in, and the
-    Python that ran the module (hosts run what their distribution ships: 3.8 and newer)."""
+    """Host identity: hostname, kernel release, boot_id, the network namespace it was read in, the
+    Python that ran the module (hosts run what their distribution ships: 3.8 and newer) and the
+    distribution (os-release PRETTY_NAME, None where no os-release file exists)."""
     system = {"hostname": socket.gethostname(), "kernel_release": os.uname()[2], "boot_id": None, "netns_inode": None,
-              "python": "%d.%d.%d" % tuple(sys.version_info[:3])}
+              "python": "%d.%d.%d" % tuple(sys.version_info[:3]), "distro": read_distro(reader)}
     try:
         system["boot_id"] = reader.read_text("/proc/sys/kernel/random/boot_id").strip()
     except (IOError, OSError):

@@ -61,13 +61,19 @@ def parse_tc_qdisc_json(text: str) -> dict[str, dict]:
     or an entry lacks ``dev`` (``show dev X`` was asked), ``kind``, ``handle`` or the counters
     ``bytes``/``packets``/``drops`` (``-s`` was not given), or a counter is not an integer.
     """
+    entries = _json_list(text, SOURCE)
+    return _keyed([_qdisc_from_entry(entry, position) for position, entry in enumerate(entries)])
+
+
+def _json_list(text: str, source: str) -> list:
+    """tc's JSON output as a list (ValueError naming SOURCE when it is not JSON or not a list)."""
     try:
         entries = json.loads(text)
     except ValueError as exc:
-        raise ValueError("%s: output is not JSON: %s" % (SOURCE, exc)) from None
+        raise ValueError("%s: output is not JSON: %s" % (source, exc)) from None
     if not isinstance(entries, list):
-        raise ValueError("%s: output is a JSON %s, expected a list" % (SOURCE, type(entries).__name__))
-    return _keyed([_qdisc_from_entry(entry, position) for position, entry in enumerate(entries)])
+        raise ValueError("%s: output is a JSON %s, expected a list" % (source, type(entries).__name__))
+    return entries
 
 
 def _qdisc_from_entry(entry, position: int) -> dict:
@@ -316,3 +322,36 @@ def _noting(qdiscs: dict, keys: list | None) -> dict:
     if keys is not None:
         keys.extend(qdiscs)
     return qdiscs
+
+
+LIMITS_SOURCE = "tc -j qdisc show"
+
+
+def parse_tc_qdisc_limits(text: str) -> dict[str, dict]:
+    """Each qdisc's ``limit`` from ``tc -j qdisc show``: ``{"DEV KIND HANDLE": {"kind": KIND, "limit": N|None}}``.
+
+    Keys are those of :func:`parse_tc_qdisc_json` (the snapshot's). ``limit`` is the qdisc's own option in
+    tc's unit for its kind (packets for pfifo, fq, fq_codel, sfq; bytes for bfifo), None where the kind has
+    none (pfifo_fast and noqueue follow the device's txqueuelen; tbf prints its limit as a latency).
+    Sample (iproute2 6.1, ``tests/data/tc_qdisc_limits.json``):
+
+    >>> limits = parse_tc_qdisc_limits('''[{"kind":"tbf","handle":"801c:","dev":"d1","root":true,"refcnt":3,
+    ...   "options":{"rate":125000,"burst":1600,"lat":11200}},{"kind":"noqueue","handle":"0:","dev":"d0","root":true,
+    ...   "refcnt":2,"options":{}},{"kind":"noqueue","handle":"0:","dev":"d3","root":true,"refcnt":2,"options":{}},
+    ...   {"kind":"pfifo","handle":"801d:","dev":"d2","root":true,"refcnt":3,"options":{"limit":77}}]''')
+    >>> limits["d2 pfifo 801d:"], limits["d1 tbf 801c:"]
+    ({'kind': 'pfifo', 'limit': 77}, {'kind': 'tbf', 'limit': None})
+
+    Entries whose ``options`` are not JSON (iproute2 4.15 to 5.4) make the whole text invalid: ValueError
+    naming the source, as for the counters.
+    """
+    qdiscs = []
+    for position, entry in enumerate(_json_list(text, LIMITS_SOURCE)):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in ("dev", "kind", "handle")):
+            raise ValueError("%s: entry %d has no dev, kind or handle" % (LIMITS_SOURCE, position))
+        options = entry.get("options") if isinstance(entry.get("options"), dict) else {}
+        limit = options.get("limit")
+        qdiscs.append({"dev": entry["dev"], "kind": entry["kind"], "handle": entry["handle"],
+                       "parent": "root" if entry.get("root") is True else entry.get("parent"),
+                       "limit": limit if isinstance(limit, int) and not isinstance(limit, bool) else None})
+    return dict((key, {"kind": qdisc["kind"], "limit": qdisc["limit"]}) for key, qdisc in _keyed(qdiscs).items())

@@ -123,6 +123,35 @@ options:
       - V(false) captures only; RV(before) and RV(after) are then null.
     type: bool
     default: true
+  peers:
+    description:
+      - Who sends the dropped packets and where they go (bpftrace, full program only). V(exact) records the
+        source and destination addresses of each drop (never anything else of the packet), and returns per
+        reason the 10 largest (source, destination) pairs, the rest summed (RV(capture.peers)). V(prefix)
+        records them as /24 (IPv4) and /64 (IPv6) prefixes. V(off) records none.
+      - Under the rate guard (the lean program) and with other backends no addresses are recorded and
+        RV(capture.peers) says so.
+    type: str
+    choices: [exact, prefix, "off"]
+    default: exact
+  knobs:
+    description:
+      - After the capture, read once what the advice of a finding names (RV(knobs)) - the knobs' sysctls,
+        per interface the ring sizes and channels (C(ethtool -g), C(ethtool -l), device-backed interfaces
+        only), txqueuelen and qdisc limits - and the sockets behind socket-level drops with their own
+        receive buffer and backlog (C(ss -m)), the processes that hold them (comm, pid, user, cgroup,
+        container, pod), and what listens elsewhere on ports that got NO_SOCKET drops.
+      - V(false) reads none of it; RV(knobs) is then null.
+    type: bool
+    default: true
+  sysctls:
+    description:
+      - More sysctl names to read into RV(knobs.sysctl), besides the ones the knowledge base's advice names
+        (C(net.core.rmem_max) and the others). C(*) stands for C(all), C(default) and each interface, as in
+        C(net.ipv4.conf.*.rp_filter).
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - dropscope.drops.attributes
   - dropscope.drops.attributes.read_only
@@ -281,6 +310,15 @@ capture:
                "bpftrace_program": "lean",
                "actions": ["bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header parsing, so no l4/port columns)",
                            "captured 3 s of 10 s (sampling in time): counts cover the window only"]}
+    peers:
+      description:
+        - Who sent the dropped packets and where they were going (O(peers)). C(status) (V(ok) or V(off)),
+          C(mode), C(why) (why it is off - the rate guard's lean program, another backend, O(peers=off)), C(top),
+          C(groups) (per reason the largest (C(src), C(dst)) address pairs with their C(count)), C(other) (per
+          reason the C(count) and number of C(pairs) beyond the top) and C(truncated) (the map was full).
+      type: dict
+      sample: {"status": "ok", "mode": "exact", "why": null, "top": 10, "truncated": false, "other": {},
+               "groups": [{"reason": "NETFILTER_DROP", "src": "198.18.23.1", "dst": "198.18.23.2", "count": 500}]}
     window:
       description:
         - The counting window and the counters' interval, in seconds, relative to the moment the tracer was
@@ -292,6 +330,39 @@ capture:
       type: dict
       sample: {"capture_s": 4.112, "counters_s": 4.004, "before_at_s": 0.0001, "after_at_s": 4.0041,
                "before_read_s": 0.103, "after_read_s": 0.1078, "difference_s": 0.108, "complete": true}
+knobs:
+  description:
+    - The values of the knobs the advice names, read once right after the capture, and the sockets behind
+      socket-level drops with their owners (layout in docs/run-format.md, "Knobs and socket owners").
+    - Null in check mode and with O(knobs=false). Sources that could not be read are in its C(errors).
+  returned: always
+  type: dict
+  sample: {"schema_version": 1, "sysctl": {"net.core.rmem_max": "212992"}, "interfaces": {}, "listeners": [],
+           "sockets": [{"proto": "udp", "local_address": "127.0.0.1", "local_port": 9000, "rcvbuf": 2304,
+                        "owners": [{"pid": 4242, "comm": "udp-rx", "user": "app"}]}], "errors": []}
+  contains:
+    sysctl:
+      description: Sysctl name to its value as C(/proc/sys) gives it (whitespace runs made one space).
+      type: dict
+      sample: {"net.core.rmem_max": "212992", "net.ipv4.udp_mem": "45318 60424 90636"}
+    interfaces:
+      description: Per interface C(rings) and C(channels) (C(ethtool -g), C(ethtool -l); null where not read),
+        C(txqueuelen) and C(qdiscs) (qdisc key to its C(kind) and C(limit)).
+      type: dict
+    sockets:
+      description: The sockets behind socket-level drops (at most 50) with C(rcvbuf), C(rx_queue), C(backlog),
+        C(backlog_max), C(owners) (pid, comm, uid, user, cgroup, unit, container, pod) or C(owner_note).
+      type: list
+      elements: dict
+    listeners:
+      description: For ports that got NO_SOCKET drops, the sockets bound to them here (C(here)) and in other
+        network namespaces (C(other_netns)).
+      type: list
+      elements: dict
+    errors:
+      description: Sources that could not be read, as C(source) and C(error).
+      type: list
+      elements: dict
 before:
   description:
     - The drop counters read right after the tracer was live, as M(dropscope.drops.drop_counters) returns its
@@ -333,6 +404,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard impo
     unmount_if_owner_dies,
     watch_controller,
 )
+from ansible_collections.dropscope.drops.plugins.module_utils.host_knobs import read_knobs_safely
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import TRACEFS_ROOTS, read_reason_names
 from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, collect_snapshot, read_system
 from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import TracefsMount
@@ -358,6 +430,9 @@ def main():
             timeout=dict(type="int", default=0),
             tmpdir=dict(type="path"),
             counters=dict(type="bool", default=True),
+            knobs=dict(type="bool", default=True),
+            peers=dict(type="str", default="exact", choices=["exact", "prefix", "off"]),
+            sysctls=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -377,7 +452,7 @@ def main():
         caps = collect_capabilities(reader)
         plan = plan_capture(module.params, caps, read_system(reader), read_reason_names(reader.read_text),
                             mount.root)
-        before = after = None
+        before = after = knobs = None
         if module.check_mode:
             capture = describe_capture(reader, plan)
         else:
@@ -387,9 +462,11 @@ def main():
                 capture, before, after = run_capture(reader, plan, read_counters)
             except (IOError, OSError) as exc:
                 module.fail_json(msg="Capture failed: %s" % exc, capabilities=caps)
+            if module.params["knobs"]:  # once, after the tracer stopped: it is not counted in the window
+                knobs = read_knobs_safely(reader, capture, after or before, module.params["sysctls"], before)
     # A capture that is unavailable or failed is data for the report (its status and reason say so),
     # not a task failure. The capabilities it chose from come back too (no separate drop_capabilities task).
-    module.exit_json(changed=False, capture=capture, before=before, after=after, capabilities=caps)
+    module.exit_json(changed=False, capture=capture, before=before, after=after, capabilities=caps, knobs=knobs)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ options:
     required: true
   manifest:
     description:
-      - Extra fields for C(manifest.json), such as C(command), C(inventory), C(parameters), C(started), C(versions).
+      - Extra fields for C(manifest.json), such as C(command), C(inventory), C(groups), C(parameters), C(started), C(versions).
     type: dict
     default: {}
 extends_documentation_fragment:
