@@ -103,9 +103,24 @@ def test_program_leaves_out_what_an_older_tracepoint_lacks():
     old = ["location", "protocol"]
     text = bt.program_text(4026532177, 8000, fields=old, offsets=OFFSETS)
     assert "rx_sk" not in text and "args->reason" not in text
-    assert "@drops[$ns, 0, args->location, args->protocol, $l4, $port] = count();" in text
+    assert "@drops[0, args->location, args->protocol, $l4, $port] = count();" in text
     assert bt.reason_names({2: "NOT_SPECIFIED"}, old) == {0: "UNKNOWN"}
     assert bt.reason_names({2: "NOT_SPECIFIED"}, ["location", "protocol", "reason"]) == {2: "NOT_SPECIFIED"}
     # 6.18's has both.
     text = bt.program_text(4026532177, 8000, fields=["location", "rx_sk", "protocol", "reason"])
     assert "args->rx_sk != 0" in text and "args->reason" in text
+
+
+def test_keys_without_netns_parse_like_keys_with_it():
+    """With a netns filter the map key has no netns (5 fields; lean: 3): entries get netns 0."""
+    lines = ['{"type": "printf", "data": "READY\\n"}',
+             '{"type": "map", "data": {"@drops": {"3, 18446744071598727244, 2048, 17, 9000": 300,'
+             ' "5, 18446744071598727244, 2048": 7}}}',
+             '{"type": "printf", "data": "END\\n"}']
+    parsed = bt.parse_bpftrace_json(lines)
+    assert parsed["ended"] is True
+    assert parsed["entries"] == [
+        {"netns": 0, "reason_id": 3, "address": 18446744071598727244, "protocol": 2048, "l4": 17, "port": 9000,
+         "count": 300},
+        {"netns": 0, "reason_id": 5, "address": 18446744071598727244, "protocol": 2048, "l4": 0, "port": 0,
+         "count": 7}]
