@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 from conftest import LAB3_NAME
+from dropscope.build import host_report
 from dropscope.deltas import snapshot_deltas
+from dropscope.findings import drop_counter_rows, host_findings
+from dropscope.knowledge_base import default_knowledge
+from dropscope.load import HostRecord
 
 REPO = Path(__file__).resolve().parent.parent
 NETNS = f"{LAB3_NAME}-ct"
@@ -123,11 +127,6 @@ def test_a_full_conntrack_table_is_a_finding_with_the_exact_count(tracked_netns,
     """40 new flows against a table of 10: the first 10 get entries; each of the other 30 finds the table
     full and either evicts an unreplied entry (early_drop) or is dropped (drop): exactly 30 in all. The
     report's own host steps turn the two snapshots into the conntrack findings, with those counts."""
-    from dropscope.build import host_report
-    from dropscope.findings import drop_counter_rows, host_findings
-    from dropscope.knowledge_base import default_knowledge
-    from dropscope.load import HostRecord
-
     before = _snapshot()
     refused = int(_in_netns(sys.executable, "-c", FLOWS_REFUSED_SCRIPT))
     after = _snapshot()

@@ -455,16 +455,18 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         if not eof:
             interrupted = time.monotonic()
             until = interrupted + min(STOP_TIMEOUT_S, max(guard.remaining() - 3, 1))
+            ended = False
             while True:
                 # Again every second until END comes: bpftrace 0.17 can miss a SIGINT that lands just
                 # before it blocks waiting for events (1 host in 30 on the loaded lab never stopped).
-                if not parse_bpftrace_json(lines)["ended"]:
+                if not ended:
                     try:
                         os.killpg(proc.pid, signal.SIGINT)
                     except OSError:
                         pass
                 got, eof, buffer = _read_lines(fd, buffer, min(until, time.monotonic() + SIGINT_AGAIN_S))
                 lines.extend(got)
+                ended = ended or parse_bpftrace_json(got)["ended"]  # the new lines only
                 if eof or time.monotonic() >= until:
                     break
             capture["stop_s"] = round(time.monotonic() - interrupted, 3)  # SIGINT to the end of its output

@@ -47,20 +47,26 @@ class BtfError(ValueError):
     """The BTF cannot be read, or a field is not where the program expects it."""
 
 
+def _sections(data):
+    """(type section, string section) of a BTF blob; BtfError unless it is whole BTF."""
+    if len(data) < 24:
+        raise BtfError("BTF too short (%d bytes)" % len(data))
+    magic = struct.unpack_from("<H", data, 0)[0]
+    hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<IIIII", data, 4)
+    if magic != BTF_MAGIC:
+        raise BtfError("not BTF (magic 0x%04x)" % magic)
+    types = data[hdr_len + type_off:hdr_len + type_off + type_len]
+    strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
+    if len(types) != type_len or len(strings) != str_len:
+        raise BtfError("BTF truncated")
+    return types, strings
+
+
 class _Types:
     """Type records of one BTF blob, found by id and (structs/unions) by name."""
 
     def __init__(self, data):
-        if len(data) < 24:
-            raise BtfError("BTF too short (%d bytes)" % len(data))
-        magic = struct.unpack_from("<H", data, 0)[0]
-        hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<IIIII", data, 4)
-        if magic != BTF_MAGIC:
-            raise BtfError("not BTF (magic 0x%04x)" % magic)
-        self.types = data[hdr_len + type_off:hdr_len + type_off + type_len]
-        self.strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
-        if len(self.types) != type_len or len(self.strings) != str_len:
-            raise BtfError("BTF truncated")
+        self.types, self.strings = _sections(data)
         self.offsets = [None]  # type id 0 is void
         self.named = {}
         unpack = struct.unpack_from
@@ -169,7 +175,7 @@ def enums(data, wanted, base=None):
     ('SKB_DROP_REASON_SUBSYS_OPENVSWITCH', 2)
     """
     own = _Types(data)
-    below = _Types(base).strings if base is not None else b""
+    below = _sections(base)[1] if base is not None else b""  # only the kernel's strings: no walk of its types
 
     def text(offset):
         strings, offset = (below, offset) if offset < len(below) else (own.strings, offset - len(below))
