@@ -36,12 +36,15 @@ from dropscope.findings import (
     decode_reasons,
     drop_counter_rows,
     finding_background,
-    finish_findings,
+    finish_host_findings,
+    fleet_findings,
+    fleet_verdict,
     host_findings,
+    shared_kernel_plan,
     sort_findings,
 )
 from dropscope.knowledge_base import KnowledgeBase, default_knowledge
-from dropscope.ledger import annotate_directions, finish_ledgers, host_ledger
+from dropscope.ledger import LEDGER_PARTS, annotate_directions, fleet_ledger, host_ledger, public_ledger, share_ledger
 from dropscope.load import (
     HOST_STATUSES,
     JSON,
@@ -53,6 +56,8 @@ from dropscope.load import (
     run_warnings,
 )
 from dropscope.who import knob_sysctl_patterns, name_who, usable_knobs
+
+SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
 
 
 def group_drops(drops: Iterable[Mapping[str, Any]]) -> list[JSON]:
@@ -338,55 +343,140 @@ def drop_items(host: Mapping[str, Any]) -> dict[str, JSON]:
     return items
 
 
-def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) -> JSON:
-    """The built report (report.json's document) of a run directory; raises RunError for a bad manifest.
+def prepare_host(
+    run_dir: Path, index: int, entry: Any, groups: Mapping[str, list[str]], knowledge: KnowledgeBase
+) -> tuple[JSON, str, str | None]:
+    """Pass 1 of one host: its report entry before the fleet is known (findings keep their internal fields,
+    the ledger its own), the file it was read from and its ok capture's boot_id (None without one)."""
+    record = load_host(run_dir, index, entry)
+    host = host_report(record, groups.get(record.host))
+    texts = rule_texts(record)
+    moved_rules = host["counters"].get("firewall") or {}
+    host["firewall_rules"] = {key: texts[key] for key in moved_rules if key in texts}
+    decode_reasons(host, knowledge)
+    rows = drop_counter_rows(host, texts, knowledge)
+    host["drop_counters"] = drop_counter_marks(rows)
+    ledger, unexplained = host_ledger(host, rows, knowledge)
+    host["findings"] = sort_findings([*host_findings(host, rows, knowledge), *unexplained])
+    advise_host(host, knowledge)  # each knob a finding names: its value, a proposed value, why
+    annotate_directions(host, ledger, knowledge)
+    name_who(host)  # the sockets, owners, listeners, senders and knob values behind each finding
+    trim_knobs(host)
+    host["ledger"] = ledger
+    capture = record.capture or {}
+    return host, record.file, capture.get("boot_id") if capture.get("status") == "ok" else None
 
-    `knowledge` is the knowledge base (default: the shipped one). Host files are read one at a time.
+
+def fleet_part(host: Mapping[str, Any]) -> JSON:
+    """What the fleet's pass reads of a prepared host (`fleet_summary`, `fleet_ledger`, `shared_kernel_plan`)."""
+    capture = host.get("capture")
+    ledger = host.get("ledger")
+    findings = host.get("findings")
+    return {
+        "host": host["host"],
+        "status": host["status"],
+        "capture": None if capture is None else {key: capture.get(key) for key in ("status", "scope", "events", "drops")},
+        "ledger": None if not ledger else {key: ledger[key] for key in LEDGER_PARTS},
+        "findings": None if findings is None else [
+            {"key": f["key"], "_owned": f["_owned"], "benign": f["benign"]} for f in findings
+        ],
+    }  # fmt: skip
+
+
+def plan_fleet(parts: list[JSON], boot_ids: list[str | None]) -> tuple[JSON, list[JSON | None]]:
+    """The fleet part of the report so far (hosts, statuses, drops, kernels, ledger) and, per host, what its
+    pass 2 (`finish_host`) needs to know of the others (None for a host that shares no kernel)."""
+    fleet = fleet_summary(parts, boot_ids)
+    fleet["ledger"], ledger_shares = fleet_ledger(parts, fleet["kernels"])
+    plan = shared_kernel_plan(parts, fleet["kernels"])
+    notes = kernel_notes(fleet["kernels"])
+    shares: list[JSON | None] = []
+    for index, part in enumerate(parts):
+        share = {"findings": plan.get(index), "ledger": ledger_shares.get(index), "note": notes.get(part["host"])}
+        shares.append(share if any(value is not None for value in share.values()) else None)
+    return fleet, shares
+
+
+def kernel_notes(kernels: Iterable[Mapping[str, Any]]) -> dict[str, JSON]:
+    """host name → {boot_id, shares_with, more, counted_from, counted_here} for hosts whose kernel is shared."""
+    notes: dict[str, JSON] = {}
+    for kernel in kernels:
+        if len(kernel["hosts"]) < 2:
+            continue
+        for name in kernel["hosts"]:
+            others = [other for other in kernel["hosts"] if other != name]
+            notes[name] = {
+                "boot_id": kernel["boot_id"],
+                "shares_with": others[:SHARED_NAMES_SHOWN],
+                "more": max(0, len(others) - SHARED_NAMES_SHOWN),
+                "counted_from": kernel["counted_from"],
+                "counted_here": kernel["counted_from"] == name,
+            }
+    return notes
+
+
+def finish_host(host: JSON, share: Mapping[str, Any] | None) -> list[tuple[tuple[int, int], JSON]]:
+    """Pass 2 of one host (SHARE: its `plan_fleet` entry): shared-kernel attribution, ledger, public fields,
+    verdict. Returns the fleet findings it supplies, each with its place."""
+    share = share or {}
+    supplied = finish_host_findings(host, share.get("findings"))
+    if host.get("ledger") and share.get("ledger") is not None:
+        share_ledger(host["ledger"], share["ledger"])
+    public_ledger(host.get("ledger"))
+    return supplied
+
+
+def fleet_part_finished(host: Mapping[str, Any]) -> JSON:
+    """What the fleet's last steps read of a finished host (`finish_fleet`: cohorts, outliers, verdicts, the
+    knowledge of its findings)."""
+    return {
+        "host": host["host"],
+        "status": host["status"],
+        "verdict": host["verdict"],
+        "system": host["system"],
+        "kernel": host["kernel"],
+        "groups": host["groups"],
+        "knobs": {"sysctl": ((host.get("knobs") or {}).get("sysctl")) or {}},
+        "findings": [{key: f[key] for key in ("key", "kind", "reason", "title", "severity")} for f in host["findings"]],
+    }
+
+
+def finish_fleet(
+    fleet: JSON, hosts: list[JSON], supplied: Iterable[tuple[tuple[int, int], JSON]], knowledge: KnowledgeBase
+) -> JSON:
+    """The fleet's verdict, findings, cohorts and outliers, from its finished HOSTS (entries or their
+    `fleet_part_finished`) and the fleet findings they supplied; returns report.json's `knowledge`."""
+    found = fleet_findings(supplied)
+    fleet["verdict"], fleet["verdicts"] = fleet_verdict((host["verdict"] for host in hosts), found)
+    fleet["findings"] = found
+    fleet["cohorts"] = cohorts(hosts)
+    fleet["outliers"] = outliers(hosts)
+    background: JSON = {}
+    for finding in [*(f for host in hosts for f in host["findings"]), *found]:
+        if finding["key"] not in background:
+            background[finding["key"]] = finding_background(finding, knowledge)
+    return {
+        "sources": list(knowledge.sources),
+        "findings": {key: entry for key, entry in background.items() if entry},
+    }
+
+
+def build_report(run_dir: str | Path, knowledge: KnowledgeBase | None = None) -> JSON:
+    """The built report (report.json's document) of a run directory, in memory; raises RunError for a bad
+    manifest. `knowledge` is the knowledge base (default: the shipped one).
+
+    `dropscope report` streams the same steps (dropscope.pipeline) so that a large fleet fits in memory.
     """
     knowledge = knowledge or default_knowledge()
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
-    hosts: list[JSON] = []
-    files: list[str] = []
-    boot_ids: list[str | None] = []
     groups = inventory_groups(manifest)
-    for index, entry in enumerate(manifest["hosts"]):
-        record = load_host(run_dir, index, entry)
-        host = host_report(record, groups.get(record.host))
-        texts = rule_texts(record)
-        moved_rules = host["counters"].get("firewall") or {}
-        host["firewall_rules"] = {key: texts[key] for key in moved_rules if key in texts}
-        decode_reasons(host, knowledge)
-        rows = drop_counter_rows(host, texts, knowledge)
-        host["drop_counters"] = drop_counter_marks(rows)
-        ledger, unexplained = host_ledger(host, rows, knowledge)
-        host["findings"] = sort_findings([*host_findings(host, rows, knowledge), *unexplained])
-        advise_host(host, knowledge)  # each knob a finding names: its value, a proposed value, why
-        annotate_directions(host, ledger, knowledge)
-        name_who(host)  # the sockets, owners, listeners, senders and knob values behind each finding
-        trim_knobs(host)
-        host["ledger"] = ledger
-        hosts.append(host)
-        files.append(record.file)
-        capture = record.capture or {}
-        boot_ids.append(capture.get("boot_id") if capture.get("status") == "ok" else None)
-    report = {
-        "schema_version": SCHEMA_VERSION,
-        "run": run_summary(manifest),
-        "fleet": fleet_summary(hosts, boot_ids),
-        "hosts": hosts,
-    }
-    report["fleet"]["ledger"] = finish_ledgers(hosts, report["fleet"]["kernels"])
-    finish_findings(report)
-    report["fleet"]["cohorts"] = cohorts(hosts)
-    report["fleet"]["outliers"] = outliers(hosts)
-    report["warnings"] = run_warnings(run_dir, files, [host["host"] for host in hosts])
-    background: JSON = {}
-    for finding in [*(f for host in hosts for f in host["findings"]), *report["fleet"]["findings"]]:
-        if finding["key"] not in background:
-            background[finding["key"]] = finding_background(finding, knowledge)
-    report["knowledge"] = {
-        "sources": list(knowledge.sources),
-        "findings": {key: entry for key, entry in background.items() if entry},
-    }
+    prepared = [prepare_host(run_dir, index, entry, groups, knowledge) for index, entry in enumerate(manifest["hosts"])]
+    hosts = [host for host, _, _ in prepared]
+    fleet, shares = plan_fleet([fleet_part(host) for host in hosts], [boot_id for _, _, boot_id in prepared])
+    supplied = [item for host, share in zip(hosts, shares, strict=True) for item in finish_host(host, share)]
+    report = {"schema_version": SCHEMA_VERSION, "run": run_summary(manifest), "fleet": fleet, "hosts": hosts}
+    knowledge_part = finish_fleet(fleet, hosts, supplied, knowledge)
+    report["warnings"] = run_warnings(run_dir, [file for _, file, _ in prepared], [host["host"] for host in hosts])
+    report["knowledge"] = knowledge_part
     return report

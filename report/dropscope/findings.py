@@ -512,62 +512,81 @@ def _names(hosts: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")
 
 
-def attribute_shared_kernels(host_reports: list[JSON], kernels: list[JSON]) -> list[JSON]:
-    """Correct findings of hosts that share a kernel (see the module doc); returns the fleet findings."""
-    by_name: dict[str, list[JSON]] = {}
-    for host in host_reports:
-        by_name.setdefault(host["host"], []).append(host)
-    fleet_findings: list[JSON] = []
-    for kernel in kernels:
+def shared_kernel_plan(hosts: list[Mapping[str, Any]], kernels: list[JSON]) -> dict[int, JSON]:
+    """Per position in HOSTS, how `attribute_shared_host` corrects the findings of a host that shares its
+    kernel-wide capture (see the module doc): {names, owners, supplies, kernel, label}.
+
+    HOSTS are host entries or their fleet parts (`host`, `findings` with `key`, `_owned`, `benign`). Among
+    the hosts sharing a kernel, a finding no host's own counters show becomes one fleet finding, made from
+    the kernel's counted-from host's finding if it has one, else the first host's (`supplies`: key → its
+    place among the fleet findings before they are sorted, (kernel, first seen)).
+    """
+    by_name: dict[str, list[int]] = {}
+    for index, host in enumerate(hosts):
+        by_name.setdefault(host["host"], []).append(index)
+    plan: dict[int, JSON] = {}
+    for position, kernel in enumerate(kernels):
         names = list(dict.fromkeys(kernel["hosts"]))
         if len(names) < 2:
             continue
-        members = [host for name in names for host in by_name.get(name, []) if host.get("findings") is not None]
+        members = [index for name in names for index in by_name.get(name, []) if hosts[index].get("findings") is not None]
         owners: dict[str, list[str]] = {}
-        for host in members:
-            for finding in host["findings"]:
+        for index in members:
+            for finding in hosts[index]["findings"]:
                 if finding["_owned"]:
-                    owners.setdefault(finding["key"], []).append(host["host"])
-        unattributed: dict[str, JSON] = {}
-        for host in members:
-            for finding in host["findings"]:
-                if finding["_owned"]:
+                    owners.setdefault(finding["key"], []).append(hosts[index]["host"])
+        supplier: dict[str, int] = {}
+        for index in members:
+            for finding in hosts[index]["findings"]:
+                key = finding["key"]
+                if finding["_owned"] or finding["benign"] or any(n != hosts[index]["host"] for n in owners.get(key, [])):
                     continue
-                owned_by = [name for name in owners.get(finding["key"], []) if name != host["host"]]
-                label = finding["reason"] or finding["title"]
-                if owned_by:
-                    whose = f"{_names(owned_by)}'s own counters show it"
-                else:
-                    whose = "no host's own counters show it (see the fleet findings)"
-                    if not finding["benign"] and (
-                        finding["key"] not in unattributed or host["host"] == kernel.get("counted_from")
-                    ):
-                        unattributed[finding["key"]] = finding
-                finding["explanation"] = (
-                    f"{label} seen kernel-wide (shared kernel), not attributed to this host: {whose} — "
-                    + "; ".join(finding["_phrases"])
-                )
-                finding["severity"] = "info"
-                finding["attribution"] = "kernel-wide"
-                finding["attributed_to"] = owned_by
-            host["findings"] = sort_findings(host["findings"])
+                if key not in supplier or hosts[index]["host"] == kernel.get("counted_from"):
+                    supplier[key] = index
         label = f"kernel {kernel['boot_id'][:8]} (shared by {_names(names)})"
-        for finding in unattributed.values():
+        for index in members:
+            plan[index] = {"names": names, "owners": owners, "kernel": kernel["boot_id"], "label": label,
+                           "supplies": {key: (position, rank) for rank, (key, by) in enumerate(supplier.items())
+                                        if by == index}}  # fmt: skip
+    return plan
+
+
+def attribute_shared_host(host: JSON, share: Mapping[str, Any]) -> list[JSON]:
+    """Correct the findings of a host that shares a kernel-wide capture (SHARE: its `shared_kernel_plan`
+    entry); returns the fleet findings this host's findings supply."""
+    supplied: list[JSON] = []
+    for finding in host["findings"]:
+        if finding["_owned"]:
+            continue
+        owned_by = [name for name in share["owners"].get(finding["key"], []) if name != host["host"]]
+        label = finding["reason"] or finding["title"]
+        if owned_by:
+            whose = f"{_names(owned_by)}'s own counters show it"
+        else:
+            whose = "no host's own counters show it (see the fleet findings)"
+        finding["explanation"] = (
+            f"{label} seen kernel-wide (shared kernel), not attributed to this host: {whose} — "
+            + "; ".join(finding["_phrases"])
+        )
+        finding["severity"] = "info"
+        finding["attribution"] = "kernel-wide"
+        finding["attributed_to"] = owned_by
+        if finding["key"] in share["supplies"]:
             capture_only = finding["evidence"]["basis"] == "capture"
-            fleet_finding = {
+            supplied.append({
                 **finding,
                 "severity": _cap(finding["_severity"], "warning" if capture_only else None),
                 "attribution": "kernel",
                 "attributed_to": [],
-                "kernel": kernel["boot_id"],
-                "hosts": names,
-                "explanation": render_template(finding["_template"], {**finding["_context"], "host": label})
+                "kernel": share["kernel"],
+                "hosts": share["names"],
+                "explanation": render_template(finding["_template"], {**finding["_context"], "host": share["label"]})
                 + " — "
                 + "; ".join(finding["_phrases"])
                 + ". No host's own counters show it: it may come from a namespace outside the inventory.",
-            }
-            fleet_findings.append(fleet_finding)
-    return sort_findings(fleet_findings)
+            })  # fmt: skip
+    host["findings"] = sort_findings(host["findings"])
+    return supplied
 
 
 def host_verdict(host: Mapping[str, Any]) -> str:
@@ -578,13 +597,13 @@ def host_verdict(host: Mapping[str, Any]) -> str:
     return VERDICT_OF_SEVERITY[SEVERITIES[worst]]
 
 
-def fleet_verdict(host_verdicts: Iterable[str], fleet_findings: Iterable[JSON]) -> tuple[str, JSON]:
+def fleet_verdict(host_verdicts: Iterable[str], found: Iterable[JSON]) -> tuple[str, JSON]:
     """(verdict, counts per verdict): the worst diagnosed host or fleet finding; unknown if no host was."""
     counts = dict.fromkeys((*VERDICTS, UNKNOWN_VERDICT), 0)
     for verdict in host_verdicts:
         counts[verdict] += 1
     ranks = [VERDICTS.index(v) for v in VERDICTS if counts[v]]
-    ranks += [VERDICTS.index(VERDICT_OF_SEVERITY[f["severity"]]) for f in fleet_findings]
+    ranks += [VERDICTS.index(VERDICT_OF_SEVERITY[f["severity"]]) for f in found]
     if not ranks:
         return UNKNOWN_VERDICT, counts
     return VERDICTS[max(ranks)], counts
@@ -610,16 +629,18 @@ def finding_background(finding: Mapping[str, Any], knowledge: KnowledgeBase) -> 
     return {name: entry.get(name) for name in ("meaning", "causes", "next") if entry.get(name)}
 
 
-def finish_findings(report: JSON) -> None:
-    """Pass 2 and the verdicts, for hosts whose `findings` pass 1 already set."""
-    for host in report["hosts"]:
-        for finding in host.get("findings") or []:
-            finding["_severity"] = finding["severity"]
-    fleet_findings = attribute_shared_kernels(report["hosts"], report["fleet"]["kernels"])
-    for host in report["hosts"]:
-        host["findings"] = [public_finding(f) for f in host.get("findings") or []]
-        host["verdict"] = host_verdict(host)
-    verdict, counts = fleet_verdict((host["verdict"] for host in report["hosts"]), fleet_findings)
-    report["fleet"]["verdict"] = verdict
-    report["fleet"]["verdicts"] = counts
-    report["fleet"]["findings"] = [public_finding(f) for f in fleet_findings]
+def finish_host_findings(host: JSON, share: Mapping[str, Any] | None) -> list[tuple[tuple[int, int], JSON]]:
+    """Pass 2 and the verdict of one host whose `findings` pass 1 set (SHARE: its `shared_kernel_plan` entry,
+    None when it shares no kernel); returns the fleet findings it supplies (public), each with its place
+    (`fleet_findings` orders them)."""
+    for finding in host.get("findings") or []:
+        finding["_severity"] = finding["severity"]
+    supplied = attribute_shared_host(host, share) if share is not None else []
+    host["findings"] = [public_finding(f) for f in host.get("findings") or []]
+    host["verdict"] = host_verdict(host)
+    return [(share["supplies"][f["key"]], public_finding(f)) for f in supplied]  # type: ignore[index]
+
+
+def fleet_findings(supplied: Iterable[tuple[tuple[int, int], JSON]]) -> list[JSON]:
+    """The fleet findings from what hosts supplied (`finish_host_findings`), worst first."""
+    return sort_findings(finding for _, finding in sorted(supplied, key=lambda item: item[0]))

@@ -84,7 +84,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
     """(ledger, unexplained findings) of one host; ROWS are its `drop_counter_rows` (None, [] if not diagnosed).
 
     The capture groups matched to a counter are remembered in the ledger's internal `_matched` (group index →
-    counter row) for `annotate_directions`; `finish_ledgers` removes it with the other internal fields.
+    counter row) for `annotate_directions`; `public_ledger` removes it with the other internal fields.
     """
     if host.get("status") != "ok":
         return None, []
@@ -242,49 +242,62 @@ def annotate_directions(host: Mapping[str, Any], ledger: Mapping[str, Any] | Non
                 group["qdisc"] = row["object"]
 
 
-def finish_ledgers(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) -> JSON:
-    """The fleet's ledger {drops, explained, unexplained}; hosts sharing a kernel lose their `capture_only`.
+def share_ledger(ledger: JSON, others: list[str]) -> None:
+    """A ledger of a host whose kernel-wide capture is shared with OTHERS: its `capture_only` drops leave it
+    (the fleet's ledger counts them once) and its note names the others."""
+    only = sum(ledger["capture_only"].values())
+    ledger["drops"] -= only
+    ledger["explained"] -= only
+    ledger["capture_only"] = None
+    ledger["note"] = SHARED_NOTE.format(hosts=", ".join(others[:5]) + (" …" if len(others) > 5 else ""))
 
-    Removes the ledgers' internal fields.
+
+def public_ledger(ledger: JSON | None) -> None:
+    """Remove a ledger's internal (underscore) fields, for report.json."""
+    for key in [key for key in ledger or {} if key.startswith("_")]:
+        del ledger[key]  # type: ignore[union-attr]
+
+
+LEDGER_PARTS = ("drops", "explained", "unexplained", "capture_only", "_explained_reasons", "_kernel")
+
+
+def fleet_ledger(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) -> tuple[JSON, dict[int, list[str]]]:
+    """The fleet's ledger {drops, explained, unexplained} and, per position in HOSTS, the other hosts of the
+    kernel-wide capture it shares (`share_ledger`'s OTHERS).
+
+    HOSTS are host entries or their fleet parts (`host`, `capture.drops`, `ledger` with LEDGER_PARTS); their
+    ledgers are not changed.
     """
     hosts = list(hosts)
-    by_name = {host["host"]: host for host in hosts}
-    dedup: dict[str, tuple[int, int]] = {}  # host → (kernel-scope counted, unexplained) counted by another host
+    by_name = {host["host"]: index for index, host in enumerate(hosts)}
+    ledgers = {index: dict(host["ledger"]) for index, host in enumerate(hosts) if host.get("ledger")}
+    shares: dict[int, list[str]] = {}
+    dedup: dict[int, tuple[int, int]] = {}  # host → (kernel-scope counted, unexplained) counted by another host
     kernel_only = 0
     for kernel in kernels:
         names = list(dict.fromkeys(kernel["hosts"]))
-        members = [by_name[name] for name in names if (by_name.get(name) or {}).get("ledger")]
+        members = [by_name[name] for name in names if by_name.get(name) in ledgers]
         if len(names) < 2 or not members:
             continue
         counted_from = by_name.get(kernel["counted_from"])
-        if not (counted_from or {}).get("ledger"):  # counted from a host that was not diagnosed (no ledger)
+        if counted_from not in ledgers:  # counted from a host that was not diagnosed (no ledger)
             counted_from = members[0]
         captured: dict[str, int] = {}
-        for group in (counted_from.get("capture") or {}).get("drops") or []:
+        for group in (hosts[counted_from].get("capture") or {}).get("drops") or []:
             captured[ledger_key(group)] = captured.get(ledger_key(group), 0) + group["count"]
-        for host in members:
-            for reason, count in host["ledger"]["_explained_reasons"].items():
+        for member in members:
+            for reason, count in ledgers[member]["_explained_reasons"].items():
                 captured[reason] = captured.get(reason, 0) - count
         kernel_only += sum(count for count in captured.values() if count > 0)
-        for host in members:
-            ledger = host["ledger"]
-            only = sum(ledger["capture_only"].values())
-            ledger["drops"] -= only
-            ledger["explained"] -= only
-            ledger["capture_only"] = None
-            others = [name for name in names if name != host["host"]]
-            ledger["note"] = SHARED_NOTE.format(hosts=", ".join(others[:5]) + (" …" if len(others) > 5 else ""))
-            if host is not counted_from:
-                dedup[host["host"]] = ledger["_kernel"]
+        for member in members:
+            shares[member] = [name for name in names if name != hosts[member]["host"]]
+            share_ledger(ledgers[member], shares[member])
+            if member != counted_from:
+                dedup[member] = ledgers[member]["_kernel"]
     fleet = {"drops": kernel_only, "explained": kernel_only, "unexplained": 0}
-    for host in hosts:
-        ledger = host.get("ledger")
-        if not ledger:
-            continue
-        counted, unexplained = dedup.get(host["host"], (0, 0))
+    for index, ledger in ledgers.items():
+        counted, unexplained = dedup.get(index, (0, 0))
         fleet["drops"] += ledger["drops"] - counted
         fleet["explained"] += ledger["explained"] - (counted - unexplained)
         fleet["unexplained"] += ledger["unexplained"] - unexplained
-        for key in [key for key in ledger if key.startswith("_")]:
-            del ledger[key]
-    return fleet
+    return fleet, shares
