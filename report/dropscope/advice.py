@@ -98,8 +98,14 @@ def _knob_value(name: str, knob: JSON | None, host: Mapping[str, Any], socket: J
     return None
 
 
-def _needed(rule: Mapping[str, Any], name: str, value: int | None, finding: Mapping[str, Any],
-            host: Mapping[str, Any], socket: JSON | None) -> tuple[float | None, JSON, str | None]:
+def _needed(
+    rule: Mapping[str, Any],
+    name: str,
+    value: int | None,
+    finding: Mapping[str, Any],
+    host: Mapping[str, Any],
+    socket: JSON | None,
+) -> tuple[float | None, JSON, str | None]:
     """(what the drops need, the sentence's fields, why there is no proposal) for one knob's rule."""
     evidence = finding.get("evidence") or {}
     rate = evidence.get("rate")
@@ -130,9 +136,13 @@ def _needed(rule: Mapping[str, Any], name: str, value: int | None, finding: Mapp
     own = default is not None and buffer != default
     wanted = rule.get("socket", "any")
     if wanted == "default" and own:
-        return None, fields, (
-            f"the application sets SO_RCVBUF itself ({buffer} B, the default is {default} B): the default does not "
-            "change its buffer"
+        return (
+            None,
+            fields,
+            (
+                f"the application sets SO_RCVBUF itself ({buffer} B, the default is {default} B): the default does not "
+                "change its buffer"
+            ),
         )
     if wanted == "own" and not own:
         return None, fields, f"the socket takes the default buffer ({buffer} B): see {RMEM_DEFAULT}"
@@ -141,8 +151,14 @@ def _needed(rule: Mapping[str, Any], name: str, value: int | None, finding: Mapp
     return needed, {**fields, "assumed": assumed}, None
 
 
-def advise_knob(name: str, value: str | None, finding: Mapping[str, Any], host: Mapping[str, Any],
-                knowledge: KnowledgeBase, socket: JSON | None = None) -> JSON:
+def advise_knob(
+    name: str,
+    value: str | None,
+    finding: Mapping[str, Any],
+    host: Mapping[str, Any],
+    knowledge: KnowledgeBase,
+    socket: JSON | None = None,
+) -> JSON:
     """One entry of a finding's `knobs`: {name, value, proposed, why}."""
     knob = knowledge.knob(name)
     if value is None:
@@ -167,8 +183,14 @@ def advise_knob(name: str, value: str | None, finding: Mapping[str, Any], host: 
     if current is not None and proposed <= current:
         entry["why"] = f"no change: {current} is at least what the drops need ({int(needed)})"
         return entry
-    fields.update(name=name, value=value, proposed=proposed, needed=int(needed), max=int(rule["max"]),
-                  capped=f", capped at {int(rule['max'])}" if rounded > proposed else "")
+    fields.update(
+        name=name,
+        value=value,
+        proposed=proposed,
+        needed=int(needed),
+        max=int(rule["max"]),
+        capped=f", capped at {int(rule['max'])}" if rounded > proposed else "",
+    )
     entry["proposed"] = str(proposed)
     entry["why"] = render_template(knob.get("why") or "{needed} needed", fields) + fields.get("assumed", "")
     return entry

@@ -58,6 +58,7 @@ from dropscope.load import (
 from dropscope.who import knob_sysctl_patterns, name_who, usable_knobs
 
 SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
+FLEET_CAPTURE_PARTS = ("status", "scope", "events", "drops")  # what fleet_summary reads of a host's capture
 
 
 def group_drops(drops: Iterable[Mapping[str, Any]]) -> list[JSON]:
@@ -375,7 +376,7 @@ def fleet_part(host: Mapping[str, Any]) -> JSON:
     return {
         "host": host["host"],
         "status": host["status"],
-        "capture": None if capture is None else {key: capture.get(key) for key in ("status", "scope", "events", "drops")},
+        "capture": None if capture is None else {key: capture.get(key) for key in FLEET_CAPTURE_PARTS},
         "ledger": None if not ledger else {key: ledger[key] for key in LEDGER_PARTS},
         "findings": None if findings is None else [
             {"key": f["key"], "_owned": f["_owned"], "benign": f["benign"]} for f in findings

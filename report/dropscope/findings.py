@@ -38,8 +38,13 @@ RULE_PORT = re.compile(r"\b(udp|tcp|sctp|dccp)\s+dport\s+(\{[^}]*\}|\S+)")  # nf
 # iptables-save: "-p udp -m udp --dport 8000", "-p tcp -m multiport --dports 80,443", "! --dport 53"
 IPTABLES_PORT = re.compile(r"(?:^|\s)-p (udp|tcp|sctp|dccp)\b.*?(?:^|\s)(! )?--(?:dports?|destination-ports?) (\S+)")
 SOCKET_PORT = re.compile(r"^(\w+) (.*):(\d+)$")
-CHAIN_DIRECTION = {"input": "inbound ", "output": "outbound ", "forward": "forwarded ", "prerouting": "incoming ",
-                   "postrouting": "outgoing "}  # a word of the chain's name, lower-cased (iptables: INPUT)
+CHAIN_DIRECTION = {
+    "input": "inbound ",
+    "output": "outbound ",
+    "forward": "forwarded ",
+    "prerouting": "incoming ",
+    "postrouting": "outgoing ",
+}  # a word of the chain's name, lower-cased (iptables: INPUT)
 
 
 def firewall_chain(key: str | None) -> str | None:
@@ -143,7 +148,7 @@ def _traffic(drops: list[JSON], rows: list[JSON]) -> str:
 
 
 def _rule_ports(rule: str) -> str | None:
-    """"UDP to port 8000" from a rule's text (nft or iptables-save), None if it names no destination port."""
+    """ "UDP to port 8000" from a rule's text (nft or iptables-save), None if it names no destination port."""
     match = RULE_PORT.search(rule)
     if match:
         return f"{match.group(1).upper()} to port {match.group(2)}"
@@ -529,7 +534,9 @@ def shared_kernel_plan(hosts: list[Mapping[str, Any]], kernels: list[JSON]) -> d
         names = list(dict.fromkeys(kernel["hosts"]))
         if len(names) < 2:
             continue
-        members = [index for name in names for index in by_name.get(name, []) if hosts[index].get("findings") is not None]
+        members = [
+            index for name in names for index in by_name.get(name, []) if hosts[index].get("findings") is not None
+        ]
         owners: dict[str, list[str]] = {}
         for index in members:
             for finding in hosts[index]["findings"]:
@@ -539,7 +546,11 @@ def shared_kernel_plan(hosts: list[Mapping[str, Any]], kernels: list[JSON]) -> d
         for index in members:
             for finding in hosts[index]["findings"]:
                 key = finding["key"]
-                if finding["_owned"] or finding["benign"] or any(n != hosts[index]["host"] for n in owners.get(key, [])):
+                if (
+                    finding["_owned"]
+                    or finding["benign"]
+                    or any(n != hosts[index]["host"] for n in owners.get(key, []))
+                ):
                     continue
                 if key not in supplier or hosts[index]["host"] == kernel.get("counted_from"):
                     supplier[key] = index

@@ -62,8 +62,6 @@ class _Dumper(yaml.SafeDumper):
         super().increase_indent(flow, False)
 
 
-
-
 def _represent_unsafe(dumper: _Dumper, value: Unsafe) -> yaml.ScalarNode:
     """Text that could hold a template (any `{`) is tagged `!unsafe`; other text is a plain YAML string.
 
@@ -170,8 +168,14 @@ def fix_plan(report: JSON, knowledge: KnowledgeBase) -> JSON:
         hosts = ", ".join(json.dumps(host) for host in finding.get("hosts") or [])
         where = f"the machine of kernel {str(finding.get('kernel'))[:8]} (hosts {hosts})"
         knobs = [_knob_phrase(k) for k in finding.get("knobs") or [] if isinstance(k, dict) and k.get("proposed")]
-        guidance[(finding["key"], where)] = {"key": finding["key"], "title": finding.get("title"), "where": where,
-                                             "advice": finding.get("advice"), "hosts": [], "knobs": knobs}
+        guidance[(finding["key"], where)] = {
+            "key": finding["key"],
+            "title": finding.get("title"),
+            "where": where,
+            "advice": finding.get("advice"),
+            "hosts": [],
+            "knobs": knobs,
+        }
     return {"changes": list(changes.values()), "guidance": list(guidance.values())}
 
 

@@ -251,21 +251,25 @@ def open_index(path: Path, *, create: bool = True, recreate: bool = False) -> sq
 # Writing
 
 
-def run_rows(report: Mapping[str, Any]) -> JSON:
-    """What the index keeps of a built report (computed before the write transaction, which stays short)."""
-    hosts = []
-    for host in report["hosts"]:
-        findings: dict[str, JSON] = {}
-        for finding in host.get("findings") or []:
-            findings.setdefault(finding["key"], finding)  # findings are worst first: the first of a key wins
-        hosts.append({
-            "host": host["host"], "status": host["status"], "verdict": host.get("verdict"),
-            "items": host_items(host) if host["status"] == "ok" else {},
-            "findings": [(key, f.get("title"), f["severity"], f["attribution"], f["evidence"].get("rate"),
-                          f["evidence"].get("count")) for key, f in findings.items()],
-        })  # fmt: skip
+def host_row(host: Mapping[str, Any]) -> JSON:
+    """What the index keeps of one built host entry."""
+    findings: dict[str, JSON] = {}
+    for finding in host.get("findings") or []:
+        findings.setdefault(finding["key"], finding)  # findings are worst first: the first of a key wins
+    return {
+        "host": host["host"], "status": host["status"], "verdict": host.get("verdict"),
+        "items": host_items(host) if host["status"] == "ok" else {},
+        "findings": [(key, f.get("title"), f["severity"], f["attribution"], f["evidence"].get("rate"),
+                      f["evidence"].get("count")) for key, f in findings.items()],
+    }  # fmt: skip
+
+
+def run_rows(report: Mapping[str, Any], hosts: list[JSON] | None = None) -> JSON:
+    """What the index keeps of a built report (computed before the write transaction, which stays short);
+    HOSTS: its hosts' `host_row`s where already made (the report's own hosts are then not read)."""
     run = report.get("run") or {}
-    return {"run_id": run.get("run_id"), "started": run.get("started"), "hosts": hosts,
+    return {"run_id": run.get("run_id"), "started": run.get("started"),
+            "hosts": hosts if hosts is not None else [host_row(host) for host in report["hosts"]],
             "verdict": (report.get("fleet") or {}).get("verdict")}  # fmt: skip
 
 
@@ -290,9 +294,12 @@ def _ids(connection: sqlite3.Connection, table: str, keys: list[tuple]) -> dict[
     return found
 
 
-def record_run(connection: sqlite3.Connection, name: str, report: Mapping[str, Any]) -> bool:
-    """Record the built REPORT of run directory NAME; True if it replaced an earlier record of that run."""
-    rows = run_rows(report)
+def record_run(
+    connection: sqlite3.Connection, name: str, report: Mapping[str, Any], hosts: list[JSON] | None = None
+) -> bool:
+    """Record the built REPORT of run directory NAME (HOSTS: see `run_rows`); True if it replaced an earlier
+    record of that run."""
+    rows = run_rows(report, hosts)
     with write_transaction(connection):
         return _write_rows(connection, name, rows)
 
@@ -605,11 +612,12 @@ def _reason(run_dir: Path, message: str) -> str:
     return message
 
 
-def record_report(path: Path, name: str, report: Mapping[str, Any]) -> bool:
-    """Open (or create) the index at PATH and record the built REPORT of run NAME; True if it replaced one."""
+def record_report(path: Path, name: str, report: Mapping[str, Any], hosts: list[JSON] | None = None) -> bool:
+    """Open (or create) the index at PATH and record the built REPORT of run NAME (HOSTS: see `run_rows`);
+    True if it replaced one."""
     connection = open_index(path)
     try:
-        return record_run(connection, name, report)
+        return record_run(connection, name, report, hosts)
     except sqlite3.Error as exc:
         raise _fail(path, exc) from None
     finally:

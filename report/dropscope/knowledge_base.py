@@ -419,7 +419,14 @@ def _read_yaml(text: str, source: str) -> JSON:
     if not isinstance(document, dict):
         raise KnowledgeError(f"{source}: expected a mapping at the top")
     unknown = set(document) - {
-        "schema_version", "severity", "reasons", "counters", "unexplained", "knobs", "locations", "subsystems"
+        "schema_version",
+        "severity",
+        "reasons",
+        "counters",
+        "unexplained",
+        "knobs",
+        "locations",
+        "subsystems",
     }
     if unknown:
         raise KnowledgeError(f"{source}: unknown top-level keys: {', '.join(sorted(map(str, unknown)))}")
@@ -534,8 +541,10 @@ def _merge(base: JSON, document: JSON, source: str) -> None:
             raise KnowledgeError(f"{where}: the key must be the subsystem's number (1-65535)")
         merged = {**base["subsystems"].get(number, {}), **_check_entry(entry or {}, where)}
         names = merged.get("reasons")
-        if not isinstance(merged.get("name"), str) or not isinstance(names, list) or not all(
-            isinstance(item, str) for item in names
+        if (
+            not isinstance(merged.get("name"), str)
+            or not isinstance(names, list)
+            or not all(isinstance(item, str) for item in names)
         ):
             raise KnowledgeError(f"{where}: needs a `name` and `reasons` (the subsystem's reason names, from 1)")
         base["subsystems"][number] = merged
@@ -559,7 +568,13 @@ def _merge(base: JSON, document: JSON, source: str) -> None:
 def load_knowledge(user_file: str | Path | None = None) -> KnowledgeBase:
     """The shipped knowledge base, with USER_FILE (YAML, same shape) merged over it."""
     base: JSON = {
-        "severity": {}, "reasons": {}, "counters": [], "unexplained": {}, "knobs": {}, "locations": {}, "subsystems": {}
+        "severity": {},
+        "reasons": {},
+        "counters": [],
+        "unexplained": {},
+        "knobs": {},
+        "locations": {},
+        "subsystems": {},
     }
     sources = []
     package = resources.files("dropscope") / "knowledge"

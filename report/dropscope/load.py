@@ -347,9 +347,11 @@ def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
         # A capture that did not run never leaves its host ok. run_record writes such hosts as failed;
         # a run directory from before that rule (or edited by hand) gets the same verdict here.
         record.status = "failed"
-        record.error = "capture failed: %s %s: %s" % (record.capture.get("backend") or "capture",
-                                                      capture_status or "without a status",
-                                                      record.capture.get("reason") or "no reason given")
+        record.error = "capture failed: %s %s: %s" % (
+            record.capture.get("backend") or "capture",
+            capture_status or "without a status",
+            record.capture.get("reason") or "no reason given",
+        )
     if isinstance(entry.get("host"), str) and entry["host"] != record.host:
         record.notes.append(f"manifest.json names this host {entry['host']!r}; {file} says {record.host!r}")
     record.notes += _snapshot_notes(record.before, "before") + _snapshot_notes(record.after, "after")

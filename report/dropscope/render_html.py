@@ -16,20 +16,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
 from dropscope import __version__
-from dropscope.build import counter_items, host_drop_total
+from dropscope.build import counter_items, host_drop_total, kernel_notes
 from dropscope.formatting import format_count, format_rate, format_seconds
 from dropscope.load import JSON
 
 MATRIX_REASONS = 12  # reason columns in the host × reason heat-map; the rest are summed in "other"
 TOP_FLEET_ROWS = 10  # rows in the fleet's top reasons / top locations
-SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
 PROBLEMS_SHOWN = 20  # failed/unreachable hosts listed in the fleet overview
 FLEET_FINDINGS_SHOWN = 50
 OTHER_ROWS_UP_TO_HOSTS = 2_000  # larger fleets leave traffic counters to report.json (page size)
@@ -57,7 +56,6 @@ SECTION_TITLES = {
 OBJECT_TITLES = {"interfaces": "Interface", "qdiscs": "Qdisc", "sockets": "Socket", "firewall": "Rule"}
 
 
-
 def knob_text(knob: Any) -> str:
     """A finding's knob for the page: "net.core.rmem_default = 212992 → 1048576 (why)" (a bare name as it is)."""
     if isinstance(knob, str):
@@ -66,6 +64,7 @@ def knob_text(knob: Any) -> str:
     if knob.get("proposed") is not None:
         text += f" → {knob['proposed']}"
     return text + (f" ({knob['why']})" if knob.get("why") else "")
+
 
 def csp_hash(script: str) -> str:
     """The CSP source expression ('sha256-…') that allows exactly this inline script."""
@@ -108,24 +107,6 @@ def _counter_rows(host: JSON) -> dict[str, list]:
     return rows
 
 
-def _kernel_notes(report: JSON) -> dict[str, JSON]:
-    """host name → {boot_id, shares_with, more, counted_from, counted_here} for hosts whose kernel is shared."""
-    notes: dict[str, JSON] = {}
-    for kernel in report["fleet"]["kernels"]:
-        if len(kernel["hosts"]) < 2:
-            continue
-        for name in kernel["hosts"]:
-            others = [other for other in kernel["hosts"] if other != name]
-            notes[name] = {
-                "boot_id": kernel["boot_id"],
-                "shares_with": others[:SHARED_NAMES_SHOWN],
-                "more": max(0, len(others) - SHARED_NAMES_SHOWN),
-                "counted_from": kernel["counted_from"],
-                "counted_here": kernel["counted_from"] == name,
-            }
-    return notes
-
-
 def _reason_counts(host: JSON) -> dict[str, int]:
     counts: dict[str, int] = {}
     for drop in (host.get("capture") or {}).get("drops") or []:
@@ -136,8 +117,8 @@ def _reason_counts(host: JSON) -> dict[str, int]:
 class _StringTable:
     """Texts that repeat across hosts (titles, advice, knobs) stored once in the page, referred to by index."""
 
-    def __init__(self) -> None:
-        self.strings: list[str] = []
+    def __init__(self, strings: list[str] | None = None) -> None:
+        self.strings: list[str] = strings if strings is not None else []
         self._index: dict[str, int] = {}
 
     def __call__(self, text: str) -> int:
@@ -234,127 +215,124 @@ def _cohort_views(fleet: JSON) -> JSON:
     }
 
 
-def detail_script(chunk: int, details: list[JSON]) -> str:
-    """The text of DETAILS_DIR/CHUNK.js: hands the page the details of hosts CHUNK × DETAIL_CHUNK onwards."""
-    return f"dropscopeDetails({chunk},{embed_json(details)});\n"
+def detail_text(chunk: JSON) -> str:
+    """A chunk of hosts' details ({strings, hosts}) as the JSON text the page or its file carries."""
+    return str(embed_json(chunk))
 
 
-class _Details:
-    """Where build_view puts each host's details: kept for the page (always, without EMIT) until their text
-    passes DETAILS_INLINE_MAX_BYTES; from then on handed to emit(name, text) in files of DETAIL_CHUNK hosts."""
-
-    def __init__(self, emit: Callable[[str, str], None] | None) -> None:
-        self.emit = emit
-        self.inline: list[JSON] | None = []  # every host's details, while they may still go into the page
-        self.chunk: list[JSON] = []
-        self.pending: list[tuple[str, str]] = []  # files not handed to emit yet (while inline)
-        self.size = 0
-        self.files = 0
-
-    def add(self, detail: JSON) -> None:
-        if self.inline is not None:
-            self.inline.append(detail)
-        if self.emit is not None:
-            self.chunk.append(detail)
-            if len(self.chunk) == DETAIL_CHUNK:
-                self._file()
-
-    def _file(self) -> None:
-        name, text = f"{DETAILS_DIR}/{self.files}.js", detail_script(self.files, self.chunk)
-        self.files, self.chunk = self.files + 1, []
-        self.pending.append((name, text))
-        self.size += len(text)
-        if self.inline is None or self.size > DETAILS_INLINE_MAX_BYTES:
-            for pending in self.pending:
-                self.emit(*pending)  # type: ignore[misc]
-            self.pending, self.inline = [], None
-
-    def finish(self) -> list[JSON] | None:
-        """The details for the page, or None when they went to files."""
-        if self.chunk:
-            self._file()
-        return self.inline
+def detail_script(number: int, text: str) -> str:
+    """The text of DETAILS_DIR/NUMBER.js: hands the page chunk NUMBER (`detail_text`) of the hosts' details."""
+    return f"dropscopeDetails({number},{text});\n"
 
 
-def build_view(report: JSON, emit: Callable[[str, str], None] | None = None) -> JSON:
-    """Everything the template shows, precomputed from the built report: the overview and the script's data.
+def details_inline(sizes: Iterable[int]) -> bool:
+    """Whether the hosts' details (chunks of these text SIZES) go into the page rather than files beside it."""
+    return sum(sizes) <= DETAILS_INLINE_MAX_BYTES
 
-    With EMIT, hosts' details that would add more than DETAILS_INLINE_MAX_BYTES to the page are not in the view:
-    they are given to emit(relative file name, text) in files of DETAIL_CHUNK hosts (`detail_script`).
-    """
+
+def host_view(
+    host: JSON, index: int, note: JSON | None, with_other_rows: bool, strings: _StringTable
+) -> tuple[JSON, JSON]:
+    """(row, details) of host INDEX for the page: its row in the host table (with `rc`, its capture's count per
+    reason, and `err`, its error: `page_view` takes both out) and what its opened section shows. NOTE: its
+    shared-kernel note (dropscope.build.kernel_notes); STRINGS: the texts of its details' chunk."""
+    capture = host.get("capture")
+    drops_total = host_drop_total(host)
+    sections, other_rows, drop_rows = [], [], []
+    for section, section_rows in _counter_rows(host).items():
+        signal = [row for row in section_rows if row[6]]
+        other_rows += [[section, *row] for row in section_rows if not row[6]]
+        drop_rows += [row for row in signal if row[5]]
+        if signal:
+            sections.append([section, SECTION_TITLES[section], OBJECT_TITLES.get(section), signal])
+    top_counter = max(drop_rows, key=lambda row: row[2], default=None)
+    findings = host.get("findings") or []
+    top_finding = next((f for f in findings if f["severity"] != "info"), None)
+    severities = [sum(1 for f in findings if f["severity"] == level) for level in ("problem", "warning", "info")]
+    row = {
+        "i": index, "n": host["host"], "s": host["status"], "v": host.get("verdict", "unknown"),
+        "d": drops_total if capture else -1, "rc": _reason_counts(host),
+        "f": top_finding["title"] if top_finding else None, "fs": severities,
+        "tc": [top_counter[1], top_counter[0]] if top_counter else None,
+        "td": top_counter[2] if top_counter else -1,
+        "nc": bool(host["counters"]),
+        "l": (capture or {}).get("lost_events"),
+        "sh": bool(note and not note["counted_here"]),
+        "err": host.get("error"),
+    }  # fmt: skip
+    duration = (capture or {}).get("duration_s")
+    details = {
+        "error": host.get("error"), "kernel": host["kernel"], "interval": host.get("interval_s"),
+        "capture": None if capture is None else {k: v for k, v in capture.items() if k != "drops"},
+        "drops": [[d["reason"], d["location"], d.get("protocol"), d["count"],
+                   round(100 * d["count"] / drops_total, 1) if drops_total else 0,
+                   round(d["count"] / duration, 3) if duration else None, d.get("port"),
+                   d.get("direction"), d.get("qdisc") or d.get("dev")]
+                  for d in (capture or {}).get("drops") or []],
+        "ledger": _ledger_view(host.get("ledger")),
+        "ladder": [[rung["backend"], rung["available"], rung["reason"]]
+                   for rung in (host.get("capabilities") or {}).get("ladder") or []],
+        "findings": [_finding_view(f, strings) for f in findings],
+        "sections": sections,
+        "other": other_rows if with_other_rows else None,
+        "other_count": len(other_rows),
+        "resets": host.get("resets") or [],
+        "appeared": {k: v for k, v in (host.get("appeared") or {}).items() if v},
+        "vanished": {k: v for k, v in (host.get("vanished") or {}).items() if v},
+        "kernel_note": note,
+        "notes": host.get("notes") or [],
+    }  # fmt: skip
+    return row, details
+
+
+def host_views(
+    hosts: Iterable[tuple[int, JSON, JSON | None]], with_other_rows: bool
+) -> Iterator[tuple[list[JSON], JSON]]:
+    """(rows, chunk) for every DETAIL_CHUNK hosts of HOSTS ((index, host, kernel note), in order, starting on
+    a chunk boundary): their `host_view` rows and their details' chunk {strings, hosts}."""
+    rows: list[JSON] = []
+    chunk: JSON = {"strings": [], "hosts": []}
+    strings = _StringTable(chunk["strings"])
+    for index, host, note in hosts:
+        row, details = host_view(host, index, note, with_other_rows, strings)
+        rows.append(row)
+        chunk["hosts"].append(details)
+        if len(chunk["hosts"]) == DETAIL_CHUNK:
+            yield rows, chunk
+            rows, chunk = [], {"strings": [], "hosts": []}
+            strings = _StringTable(chunk["strings"])
+    if rows:
+        yield rows, chunk
+
+
+def with_other_rows(hosts: int) -> bool:
+    """Whether the page lists a host's other (traffic) counters, for a fleet of HOSTS hosts."""
+    return hosts <= OTHER_ROWS_UP_TO_HOSTS
+
+
+def page_view(report: Mapping[str, Any], rows: list[JSON], details: list[JSON] | None) -> JSON:
+    """Everything the template shows: the overview from the built report's `run`, `fleet`, `warnings` and
+    `knowledge`, the host table from ROWS (`host_view`, manifest order), the hosts' DETAILS chunks (None:
+    they are in files beside the page)."""
     fleet = report["fleet"]
-    kernel_notes = _kernel_notes(report)
-    with_other_rows = len(report["hosts"]) <= OTHER_ROWS_UP_TO_HOSTS
-    sink = _Details(emit)
-
     reason_totals: dict[str, int] = {}
-    per_host_reasons = []
-    for host in report["hosts"]:
-        counts = _reason_counts(host)
-        per_host_reasons.append(counts)
-        for reason, count in counts.items():
+    for row in rows:
+        for reason, count in row["rc"].items():
             reason_totals[reason] = reason_totals.get(reason, 0) + count
     ranked_reasons = sorted(reason_totals, key=lambda r: (-reason_totals[r], r))
     columns = ranked_reasons[:MATRIX_REASONS]
     column_index = {reason: index for index, reason in enumerate(columns)}
-
-    strings = _StringTable()
-    rows = []
-    for index, host in enumerate(report["hosts"]):
-        capture = host.get("capture")
-        drops_total = host_drop_total(host)
+    errors: dict[int, Any] = {}
+    for row in rows:
         cells = [0] * len(columns)
         other = 0
-        for reason, count in per_host_reasons[index].items():
+        for reason, count in row.pop("rc").items():
             if reason in column_index:
                 cells[column_index[reason]] = count
             else:
                 other += count
-        sections, other_rows, drop_rows = [], [], []
-        for section, section_rows in _counter_rows(host).items():
-            signal = [row for row in section_rows if row[6]]
-            other_rows += [[section, *row] for row in section_rows if not row[6]]
-            drop_rows += [row for row in signal if row[5]]
-            if signal:
-                sections.append([section, SECTION_TITLES[section], OBJECT_TITLES.get(section), signal])
-        top_counter = max(drop_rows, key=lambda row: row[2], default=None)
-        findings = host.get("findings") or []
-        top_finding = next((f for f in findings if f["severity"] != "info"), None)
-        severities = [sum(1 for f in findings if f["severity"] == level) for level in ("problem", "warning", "info")]
-        note = kernel_notes.get(host["host"])
-        rows.append({
-            "i": index, "n": host["host"], "s": host["status"], "v": host.get("verdict", "unknown"),
-            "d": drops_total if capture else -1, "c": cells, "o": other,
-            "f": top_finding["title"] if top_finding else None, "fs": severities,
-            "tc": [top_counter[1], top_counter[0]] if top_counter else None,
-            "td": top_counter[2] if top_counter else -1,
-            "nc": bool(host["counters"]),
-            "l": (capture or {}).get("lost_events"),
-            "sh": bool(note and not note["counted_here"]),
-        })  # fmt: skip
-        duration = (capture or {}).get("duration_s")
-        sink.add({
-            "error": host.get("error"), "kernel": host["kernel"], "interval": host.get("interval_s"),
-            "capture": None if capture is None else {k: v for k, v in capture.items() if k != "drops"},
-            "drops": [[d["reason"], d["location"], d.get("protocol"), d["count"],
-                       round(100 * d["count"] / drops_total, 1) if drops_total else 0,
-                       round(d["count"] / duration, 3) if duration else None, d.get("port"),
-                       d.get("direction"), d.get("qdisc") or d.get("dev")]
-                      for d in (capture or {}).get("drops") or []],
-            "ledger": _ledger_view(host.get("ledger")),
-            "ladder": [[rung["backend"], rung["available"], rung["reason"]]
-                       for rung in (host.get("capabilities") or {}).get("ladder") or []],
-            "findings": [_finding_view(f, strings) for f in findings],
-            "sections": sections,
-            "other": other_rows if with_other_rows else None,
-            "other_count": len(other_rows),
-            "resets": host.get("resets") or [],
-            "appeared": {k: v for k, v in (host.get("appeared") or {}).items() if v},
-            "vanished": {k: v for k, v in (host.get("vanished") or {}).items() if v},
-            "kernel_note": note,
-            "notes": host.get("notes") or [],
-        })  # fmt: skip
-    details = sink.finish()
+        row["c"], row["o"] = cells, other
+        errors[row["i"]] = row.pop("err")
 
     order = sorted(
         range(len(rows)),
@@ -372,7 +350,6 @@ def build_view(report: JSON, emit: Callable[[str, str], None] | None = None) -> 
     problems = sorted(
         (row for row in rows if row["s"] != "ok"), key=lambda row: (STATUS_ORDER.get(row["s"], 3), row["n"])
     )
-    errors = {row["i"]: report["hosts"][row["i"]].get("error") for row in problems[:PROBLEMS_SHOWN]}
     cell_max = max((count for row in rows for count in row["c"]), default=0)
     cell_max = max([cell_max, *(row["o"] for row in rows)])
     return {
@@ -406,9 +383,13 @@ def build_view(report: JSON, emit: Callable[[str, str], None] | None = None) -> 
             "detail_dir": None if details is not None else DETAILS_DIR,
             "detail_chunk": DETAIL_CHUNK,
             "knowledge": (report.get("knowledge") or {}).get("findings") or {},
-            "strings": strings.strings,
         },
     }
+
+
+def render_page(view: JSON) -> str:
+    """The report page for a `page_view`."""
+    return _environment().get_template("report.html.j2").render(view=view)
 
 
 def _environment() -> jinja2.Environment:
@@ -429,9 +410,22 @@ def _environment() -> jinja2.Environment:
 
 
 def render_html(report: JSON, emit: Callable[[str, str], None] | None = None) -> str:
-    """The report page for a built report (dropscope.build.build_report; the same document as report.json).
+    """The report page for a built report in memory (dropscope.build.build_report; the same document as
+    report.json); `dropscope report` streams the same views (dropscope.pipeline).
 
     Without EMIT the page holds everything. With it, hosts' details that would add more than
     DETAILS_INLINE_MAX_BYTES to the page go to files next to it, handed to emit(relative name, text).
     """
-    return _environment().get_template("report.html.j2").render(view=build_view(report, emit))
+    notes = kernel_notes(report["fleet"]["kernels"])
+    rows: list[JSON] = []
+    chunks: list[JSON] = []
+    indexed = ((index, host, notes.get(host["host"])) for index, host in enumerate(report["hosts"]))
+    for chunk_rows, chunk in host_views(indexed, with_other_rows(len(report["hosts"]))):
+        rows += chunk_rows
+        chunks.append(chunk)
+    texts = [detail_text(chunk) for chunk in chunks]
+    inline = emit is None or details_inline(len(text) for text in texts)
+    if not inline:
+        for number, text in enumerate(texts):
+            emit(f"{DETAILS_DIR}/{number}.js", detail_script(number, text))  # type: ignore[misc]
+    return render_page(page_view(report, rows, chunks if inline else None))

@@ -73,7 +73,7 @@ def _owners(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def owner_phrase(owner: Mapping[str, Any]) -> str:
-    """"udp-rx (pid 4242, user app, unit udp-rx.service)" — the process as the host read it."""
+    """ "udp-rx (pid 4242, user app, unit udp-rx.service)" — the process as the host read it."""
     parts = [f"pid {owner.get('pid')}"]
     if owner.get("user") or owner.get("uid") is not None:
         parts.append(f"user {owner.get('user') or owner.get('uid')}")
@@ -134,7 +134,8 @@ def finding_sockets(finding: Mapping[str, Any], knobs: Mapping[str, Any]) -> lis
     chosen = [sock for sock in sockets if sock.get("local_port") in ports] if ports else []
     rows = (finding.get("evidence") or {}).get("counters") or []
     listen = finding.get("reason") == "TCP_LISTEN_OVERFLOW" or any(
-        str(row.get("counter") or "").startswith("TcpExtListen") for row in rows)
+        str(row.get("counter") or "").startswith("TcpExtListen") for row in rows
+    )
     if not chosen and listen:  # no port: the listeners whose accept queue was fullest after the run
         chosen = [sock for sock in sockets if any(str(why).startswith("TcpExtListen") for why in sock.get("why") or [])]
         return sorted(chosen, key=lambda sock: -(sock.get("backlog") or 0))[:MAX_SOCKETS_NAMED]
@@ -218,7 +219,7 @@ def peers_phrase(peers: Mapping[str, Any], directions: set[str]) -> str | None:
 
 
 def _settings(values: Mapping[str, Any], kinds: Iterable[str]) -> str:
-    """"rx 256 of 4096, tx 256 of 4096" from ethtool's {rx, rx_max, …} (kinds the driver has)."""
+    """ "rx 256 of 4096, tx 256 of 4096" from ethtool's {rx, rx_max, …} (kinds the driver has)."""
     parts = []
     for kind in kinds:
         if kind in values:
@@ -282,9 +283,11 @@ def usable_knobs(knobs: Any) -> JSON | None:
         "sysctl": {str(name): value for name, value in sysctl.items() if isinstance(value, str)},
         "interfaces": knobs.get("interfaces") if isinstance(knobs.get("interfaces"), Mapping) else {},
         "sockets": [s for s in knobs.get("sockets") or [] if isinstance(s, Mapping)]
-        if isinstance(knobs.get("sockets"), list) else [],
+        if isinstance(knobs.get("sockets"), list)
+        else [],
         "listeners": [entry for entry in knobs.get("listeners") or [] if isinstance(entry, Mapping)]
-        if isinstance(knobs.get("listeners"), list) else [],
+        if isinstance(knobs.get("listeners"), list)
+        else [],
         "errors": list(knobs.get("errors")) if isinstance(knobs.get("errors"), list) else [],
     }
 

@@ -87,7 +87,7 @@ def _page_rows(html: str) -> dict[str, bool]:
     """subject → highlighted as a drop, from the data embedded in report.html (what its script draws)."""
     match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
     assert match
-    detail = json.loads(match.group(1))["details"][0]
+    detail = json.loads(match.group(1))["details"][0]["hosts"][0]
     rows = {}
     for section, _title, _object_title, section_rows in detail["sections"]:
         for row in section_rows:

@@ -1,12 +1,13 @@
 """The import graph: no cycles, and the report pipeline flows one way.
 
-    load -> deltas -> findings -> ledger -> who -> advice -> build -> render_html -> history
-         -> report / compare / check / fix -> trend -> cli
+    load -> deltas -> findings -> ledger -> who -> advice -> build -> render_json -> render_html -> history
+         -> pipeline -> report / compare / check / fix -> trend -> cli
 
 A module imports only modules before it in that order (imports inside functions count too), plus the
 leaves any step may use: knowledge_base (what counters and reasons mean), formatting (numbers for
 people), commands (sub-command plumbing) and the package itself (its version). Renderers (report.html,
-the report.json writer, compare, check) read the built report: they never import findings or deltas.
+the report.json writer, compare, check) read the built report: they never import findings or deltas;
+pipeline runs the builder's steps and the renderers over slices of a large fleet for `report`.
 history (the run history: an index of built reports) and trend (which reads it, with compare's rule) are
 renderers too.
 The collection's plugins (module_utils and modules) must have no import cycle either.
@@ -26,12 +27,13 @@ PLUGINS = REPO / "collections" / "ansible_collections" / "dropscope" / "drops" /
 PLUGINS_PREFIX = "ansible_collections.dropscope.drops.plugins"
 
 PIPELINE = (
-    "load", "deltas", "findings", "ledger", "who", "advice", "cohorts", "build", "render_html", "history", "report",
-    "compare", "check", "fix", "trend", "cli", "__main__",
+    "load", "deltas", "findings", "ledger", "who", "advice", "cohorts", "build", "render_json", "render_html",
+    "history", "pipeline", "report", "compare", "check", "fix", "trend", "cli", "__main__",
 )
 LEAVES = ("dropscope", "knowledge_base", "formatting", "commands")
-RENDERERS = ("render_html", "history", "report", "compare", "check", "fix", "trend")
-RENDERERS_MAY_IMPORT = {"build", "load", "render_html", "history", "compare", *LEAVES}  # compare: trend uses its rule
+RENDERERS = ("render_json", "render_html", "history", "report", "compare", "check", "fix", "trend")
+RENDERERS_MAY_IMPORT = {"build", "load", "render_json", "render_html", "history", "pipeline", "compare", *LEAVES}
+# compare: trend uses its rule; pipeline: report streams the builder and the renderers through it
 SAME_STEP = {("report", "compare"), ("report", "check"), ("compare", "check"), ("fix", "report"), ("fix", "compare"),
              ("fix", "check")}  # siblings: neither imports the other
 

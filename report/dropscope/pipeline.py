@@ -1,0 +1,186 @@
+"""`dropscope report` at fleet scale: the one builder's steps (dropscope.build) run over slices of hosts,
+in worker processes, so that time scales down with the controller's cores and memory holds one slice.
+
+    pass 1, per slice (worker)   prepare_host → the prepared hosts to a spool file; their fleet parts back
+    fleet pass (this process)    plan_fleet → the fleet so far, each host's share of it
+    pass 2, per slice (worker)   finish_host → each host's report.json text and its page row and details
+                                 (spool files); back: its finished part, history row, supplied findings
+    last (this process)          finish_fleet → report.json = head + hosts' texts + tail; report.html and
+                                 its detail files; the run history
+
+The result is the document `build_report` builds in memory, byte for byte (tests/report/test_pipeline.py).
+Only the fleet parts, page rows and history rows of all hosts are held at once (~2 KB a host). Small runs
+(under PARALLEL_FROM_HOSTS) take the same steps in this process.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dropscope.build import (
+    finish_fleet,
+    finish_host,
+    fleet_part,
+    fleet_part_finished,
+    inventory_groups,
+    plan_fleet,
+    prepare_host,
+    run_summary,
+)
+from dropscope.commands import ReplacedFolder, write_atomically
+from dropscope.history import HistoryError, host_row, record_report
+from dropscope.knowledge_base import KnowledgeBase
+from dropscope.load import JSON, SCHEMA_VERSION, load_manifest, run_warnings
+from dropscope.render_html import (
+    DETAILS_DIR,
+    detail_script,
+    detail_text,
+    details_inline,
+    host_views,
+    page_view,
+    render_page,
+    with_other_rows,
+)
+from dropscope.render_json import host_text, indented, report_chunks
+
+PARALLEL_FROM_HOSTS = 2_000  # below this, worker processes cost more than they save
+SLICE_CHUNKS = 5  # a slice is this many chunks of the page's details (render_html.DETAIL_CHUNK hosts each)
+READ_BYTES = 1 << 20
+
+_knowledge: KnowledgeBase | None = None  # the knowledge base of this worker (set by _start_worker)
+
+
+def _start_worker(knowledge: KnowledgeBase) -> None:
+    global _knowledge  # noqa: PLW0603 (one worker process, one knowledge base)
+    _knowledge = knowledge
+    gc.disable()  # hosts are trees without cycles: reference counting frees them; see report.write_reports
+
+
+def _prepare_slice(task: tuple[Path, Path, int, list[Any], dict[str, list[str]]]) -> list[tuple[JSON, str, Any]]:
+    """Pass 1 of hosts START… (ENTRIES of the manifest): their prepared entries to SPOOL/START.prepared."""
+    run_dir, spool, start, entries, groups = task
+    assert _knowledge is not None
+    parts = []
+    with open(spool / f"{start}.prepared", "wb") as prepared:
+        for offset, entry in enumerate(entries):
+            host, file, boot_id = prepare_host(run_dir, start + offset, entry, groups, _knowledge)
+            pickle.dump(host, prepared, protocol=pickle.HIGHEST_PROTOCOL)
+            parts.append((fleet_part(host), file, boot_id))
+    return parts
+
+
+def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int]) -> JSON:
+    """Pass 2 of hosts START… (SHARES: their `plan_fleet` shares): each host's report.json text to
+    SPOOL/START.hosts and its details' chunks to SPOOL/details-N.json; returns the rest."""
+    spool, start, shares, indent, other_rows, chunk_size = task
+    out: JSON = {"finished": [], "history": [], "supplied": [], "rows": [], "chunks": []}
+
+    def finished_hosts() -> Iterator[tuple[int, JSON, JSON | None]]:
+        with (
+            open(spool / f"{start}.prepared", "rb") as prepared,
+            open(spool / f"{start}.hosts", "w", encoding="utf-8") as texts,
+        ):
+            for offset, share in enumerate(shares):
+                host = pickle.load(prepared)  # noqa: S301 (written by pass 1 into this run's own 0700 spool)
+                out["supplied"] += finish_host(host, share)
+                texts.write(host_text(host, start + offset, indent))
+                out["finished"].append(fleet_part_finished(host))
+                out["history"].append(host_row(host))
+                yield start + offset, host, (share or {}).get("note")
+
+    for number, (rows, chunk) in enumerate(host_views(finished_hosts(), other_rows), start // chunk_size):
+        text = detail_text(chunk)
+        (spool / f"details-{number}.json").write_text(text, encoding="utf-8")
+        out["rows"] += rows
+        out["chunks"].append((number, len(text)))
+    return out
+
+
+def _run(function: Any, tasks: list[Any], knowledge: KnowledgeBase, workers: int) -> list[Any]:
+    """FUNCTION over TASKS, in WORKERS processes (in this one for 1), results in order."""
+    if workers <= 1:
+        _start_worker(knowledge)
+        return [function(task) for task in tasks]
+    # fork where it is safe (Linux): the workers start at once with this process's modules and knowledge
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with context.Pool(workers, _start_worker, (knowledge,)) as pool:
+        return pool.map(function, tasks, chunksize=1)
+
+
+def _file_text(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as handle:
+        while text := handle.read(READ_BYTES):
+            yield text
+
+
+def write_run_reports(
+    run_dir: Path, target: Path, knowledge: KnowledgeBase, history: Path | None = None, workers: int | None = None
+) -> tuple[Path, Path, list[str]]:
+    """Write TARGET/report.json and TARGET/report.html of RUN_DIR (and record it in HISTORY, an index path);
+    returns their paths and the run's warnings. WORKERS: processes for the host passes (default: one per
+    core from PARALLEL_FROM_HOSTS hosts, else none)."""
+    from dropscope import render_html  # its DETAIL_CHUNK as set now (tests make it small)
+
+    manifest = load_manifest(run_dir)
+    entries = manifest["hosts"]
+    groups = inventory_groups(manifest)
+    chunk_size = render_html.DETAIL_CHUNK
+    size = chunk_size * SLICE_CHUNKS
+    starts = list(range(0, len(entries), size))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(entries) >= PARALLEL_FROM_HOSTS else 1
+    workers = max(1, min(workers, len(starts)))
+    indent = indented(len(entries))
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dropscope-spool-", dir=target) as spool_name:
+        spool = Path(spool_name)
+        prepared = _run(
+            _prepare_slice, [(run_dir, spool, start, entries[start : start + size], groups) for start in starts],
+            knowledge, workers,
+        )  # fmt: skip
+        parts = [item for slice_parts in prepared for item in slice_parts]
+        fleet, shares = plan_fleet([part for part, _, _ in parts], [boot_id for _, _, boot_id in parts])
+        tasks = [(spool, start, shares[start : start + size], indent, with_other_rows(len(entries)), chunk_size)
+                 for start in starts]  # fmt: skip
+        finished = _run(_finish_slice, tasks, knowledge, workers)
+
+        report: JSON = {"schema_version": SCHEMA_VERSION, "run": run_summary(manifest), "fleet": fleet}
+        hosts = [part for out in finished for part in out["finished"]]
+        knowledge_part = finish_fleet(fleet, hosts, [item for out in finished for item in out["supplied"]], knowledge)
+        warnings = run_warnings(run_dir, [file for _, file, _ in parts], [host["host"] for host in hosts])
+        tail = {"warnings": warnings, "knowledge": knowledge_part}
+        json_path, html_path = target / "report.json", target / "report.html"
+        host_texts = (text for start in starts for text in _file_text(spool / f"{start}.hosts"))
+        write_atomically(json_path, report_chunks(report, host_texts, tail, indent, empty=not entries))
+
+        report.update(tail)
+        chunks = [chunk for out in finished for chunk in out["chunks"]]
+        inline = details_inline(length for _, length in chunks)
+        with ReplacedFolder(target / DETAILS_DIR) as details:
+            for number, _ in chunks if not inline else []:
+                text = (spool / f"details-{number}.json").read_text(encoding="utf-8")
+                details.write(f"{DETAILS_DIR}/{number}.js", detail_script(number, text))
+            page_details = (
+                [json.loads((spool / f"details-{number}.json").read_text(encoding="utf-8")) for number, _ in chunks]
+                if inline
+                else None
+            )
+            rows = [row for out in finished for row in out["rows"]]
+            write_atomically(html_path, render_page(page_view(report, rows, page_details)))
+    if history is not None:
+        try:
+            record_report(
+                history, Path(run_dir).resolve().name, report, [row for out in finished for row in out["history"]]
+            )
+        except (HistoryError, OSError) as exc:
+            warnings = [*warnings, f"the run was not recorded in the run history: {exc}"]
+    return json_path, html_path, list(warnings)

@@ -1,0 +1,58 @@
+"""report.json's text: the built report as JSON, written host by host.
+
+Small runs are indented for people, large ones compact (the same JSON). Each host's text is made on its
+own (`host_text`: the C encoder for compact text; `json.dumps` with an indent is pure Python and several
+times slower), so the document can be written from host texts made elsewhere (dropscope.pipeline) without
+holding the hosts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+INDENTED_UP_TO_HOSTS = 1_000
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_INDENTED = json.JSONEncoder(indent=1, ensure_ascii=False).encode
+
+
+def indented(hosts: int) -> bool:
+    """Whether report.json of a run of HOSTS hosts is indented."""
+    return hosts <= INDENTED_UP_TO_HOSTS
+
+
+def _nested(value: Any, level: int, indent: bool) -> str:
+    """VALUE's JSON text as it appears LEVEL deep in the document (indented text: its lines shifted)."""
+    if not indent:
+        return _COMPACT(value)
+    return _INDENTED(value).replace("\n", "\n" + " " * level)  # JSON strings hold no raw newline
+
+
+def host_text(host: Mapping[str, Any], position: int, indent: bool) -> str:
+    """The text of the host entry at POSITION in report.json's `hosts` list, with the separator before it."""
+    return ("," if position else "") + ("\n  " if indent else "") + _nested(host, 2, indent)
+
+
+def report_chunks(
+    head: Mapping[str, Any], hosts: Iterable[str], tail: Mapping[str, Any], indent: bool, empty: bool = False
+) -> Iterator[str]:
+    r"""report.json's text in chunks: HEAD's members, `hosts` from the text of its entries (`host_text`, in
+    order; any chunks of it), TAIL's members. EMPTY: the run has no hosts.
+
+    >>> "".join(report_chunks({"a": 1}, [host_text({"host": "h"}, 0, False)], {"w": []}, indent=False))
+    '{"a":1,"hosts":[{"host":"h"}],"w":[]}\n'
+    >>> "".join(report_chunks({"a": 1}, [host_text({"host": "h"}, 0, True)], {"w": []}, indent=True))
+    '{\n "a": 1,\n "hosts": [\n  {\n   "host": "h"\n  }\n ],\n "w": []\n}\n'
+    """
+    colon = ": " if indent else ":"
+    between = ",\n " if indent else ","
+    yield "{\n " if indent else "{"
+    for key, value in head.items():
+        yield _COMPACT(key) + colon + _nested(value, 1, indent) + between
+    yield _COMPACT("hosts") + colon + "["
+    yield from hosts
+    yield "\n ]" if indent and not empty else "]"
+    for key, value in tail.items():
+        yield between + _COMPACT(key) + colon + _nested(value, 1, indent)
+    yield "\n}\n" if indent else "}\n"
