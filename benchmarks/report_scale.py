@@ -4,12 +4,16 @@
 
 Each size gets a synthetic run directory (tests/support/dropscope_lab/synthetic.py, written by the
 collection's run_record as a real run is: realistic counters and 4 drop reasons per host, every 50th host
-unreachable, 4 hosts per kernel), then a fresh child process renders report.json and report.html
-(`dropscope.report.write_reports`, which streams host files one at a time); the child reports its wall
-time and peak resident memory (ru_maxrss). Then headless Chromium opens report.html from file:// and the
-time until the host table's first rows are drawn is measured (the page carries the fleet view; a host's
-details load from report-hosts/N.js when it is opened). Each size's numbers are printed beside the goals
-(issue 13, for 10,000 hosts): report in < 5 s and < 300 MiB peak RSS, page < 10 MiB, opening in < 2 s.
+unreachable, 4 hosts per kernel), then a fresh child process does what `dropscope report` does:
+report.json, report.html and the run recorded in a run history (`dropscope.report.write_reports`: slices
+of hosts in worker processes, dropscope.pipeline); the child reports its wall time and peak resident
+memory (ru_maxrss); while it runs, the memory of the child and its workers together is sampled every
+20 ms (the sum of their proportional set sizes, /proc/PID/smaps_rollup: shared pages counted once), and
+the peak of that sum is the memory measured against the goal. Then headless Chromium opens report.html
+from file:// and the time until the host table's first rows are drawn is measured (the page carries the
+fleet view; a host's details load from report-hosts/N.js when it is opened). Each size's numbers are
+printed beside the goals (issue 13, for 10,000 hosts): report in < 5 s and < 300 MiB, page < 10 MiB,
+opening in < 2 s.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[2])
 started = time.perf_counter()
 from dropscope.report import write_reports
-json_path, html_path, warnings = write_reports(__import__("pathlib").Path(sys.argv[1]))
+run_dir = __import__("pathlib").Path(sys.argv[1])
+json_path, html_path, warnings = write_reports(run_dir, history=run_dir.parent / f"history-{run_dir.name}.sqlite")
 elapsed = time.perf_counter() - started
 details = sorted(html_path.parent.glob("report-hosts/*.js"))
 print(json.dumps({"seconds": elapsed, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -49,12 +54,46 @@ def measure(size: int, workdir: Path) -> dict:
     started = time.perf_counter()
     write_run(run_dir, synthetic_fleet(size, seed=size, hosts_per_kernel=4, unreachable_every=50))
     generated = time.perf_counter() - started
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(run_dir), str(REPO / "report")], capture_output=True, text=True, check=True
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run_dir), str(REPO / "report")], stdout=subprocess.PIPE, text=True
     )
-    result = json.loads(child.stdout.strip().splitlines()[-1])
-    result.update(hosts=size, generate_seconds=generated)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, tree_pss_kib(child.pid))
+        time.sleep(0.02)
+    stdout = child.stdout.read() if child.stdout else ""
+    if child.returncode != 0:
+        raise SystemExit(f"the report of {size} hosts failed (exit {child.returncode})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result.update(hosts=size, generate_seconds=generated, tree_pss_kib=peak)
     return result
+
+
+def tree_pss_kib(root: int) -> int:
+    """The proportional set size (KiB) of process ROOT and its descendants together (0 once it is gone)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grown = {root}, True
+    while grown:
+        grown = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grown = True
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 GOALS = {"seconds": 5.0, "peak_rss_mib": 300.0, "page_mib": 10.0, "open_seconds": 2.0}  # at 10,000 hosts
@@ -96,18 +135,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dropscope-scale-") as temporary:
         workdir = args.keep or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
-        print("Goals at 10,000 hosts: report < 5 s, peak RSS < 300 MiB, page < 10 MiB, page opens in < 2 s")
         print(
-            "| hosts | report time | peak memory (RSS) | time per host | report.json | report.html "
+            f"Goals at 10,000 hosts: report < 5 s, peak memory < 300 MiB, page < 10 MiB, page opens in < 2 s "
+            f"({os.cpu_count()} cores here)"
+        )
+        print(
+            "| hosts | report time | peak memory (all processes, PSS) | controller process peak RSS | time per host "
+            "| report.json | report.html "
             "| host detail files | page opens in Chromium |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for size in args.sizes:
             r = measure(size, workdir)
             opened = open_seconds(workdir / f"run-{size}" / "report.html")
             print(
                 f"| {size:,} | {_versus(r['seconds'], GOALS['seconds'], 's')} "
-                f"| {_versus(r['peak_rss_kib'] / 1024, GOALS['peak_rss_mib'], 'MiB', 0)} "
+                f"| {_versus(r['tree_pss_kib'] / 1024, GOALS['peak_rss_mib'], 'MiB', 0)} "
+                f"| {r['peak_rss_kib'] / 1024:.0f} MiB "
                 f"| {1000 * r['seconds'] / size:.2f} ms | {r['json_bytes'] / 2**20:.1f} MiB "
                 f"| {_versus(r['html_bytes'] / 2**20, GOALS['page_mib'], 'MiB', 1)} "
                 f"| {r['detail_files']} files, {r['detail_bytes'] / 2**20:.1f} MiB "

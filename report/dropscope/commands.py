@@ -56,14 +56,15 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: Path, text: str | Iterable[str]) -> None:
-    """Write text (or its chunks) to path via a temporary file in the same directory and os.replace.
+def write_atomically(path: Path, text: str | Iterable[str] | Iterable[bytes], binary: bool = False) -> None:
+    """Write text (or its chunks; BINARY: chunks of UTF-8 bytes) to path via a temporary file in the same
+    directory and os.replace.
 
     Readers never see half a file.
     """
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        with os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
             if isinstance(text, str):
                 handle.write(text)
             else:

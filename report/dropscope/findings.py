@@ -21,6 +21,8 @@ Two passes, so a run can be streamed host by host:
 
 from __future__ import annotations
 
+import _string
+import functools
 import re
 import string
 from collections.abc import Iterable, Mapping
@@ -57,11 +59,14 @@ def _round_rate(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+_FIELD_NAME = re.compile(r"\w+")
+
+
 class _SafeFormatter(string.Formatter):
     """str.format for knowledge templates: plain {names} only, unknown names left visible."""
 
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        if not re.fullmatch(r"\w+", field_name):
+        if not _FIELD_NAME.fullmatch(field_name):
             return "{" + field_name + "}", field_name
         return kwargs.get(field_name, "{" + field_name + "}"), field_name
 
@@ -69,11 +74,35 @@ class _SafeFormatter(string.Formatter):
 _FORMATTER = _SafeFormatter()
 
 
-def render_template(template: str, values: Mapping[str, Any]) -> str:
-    """Fill a knowledge-base sentence template; a broken template is returned as it is."""
+@functools.lru_cache(maxsize=1024)
+def _plain_fields(template: str) -> tuple[tuple[str, str | None, str], ...] | None:
+    """TEMPLATE as (text, field name, format spec) pieces when every field is a plain {name} (the knowledge
+    base's templates: filled without string.Formatter, which is slow), else None."""
     try:
-        return _FORMATTER.vformat(template, (), dict(values))
-    except (ValueError, IndexError, KeyError):
+        pieces = tuple(_string.formatter_parser(template))
+    except ValueError:
+        return None
+    for _, name, spec, conversion in pieces:
+        if name is not None and (conversion or "{" in (spec or "") or not _FIELD_NAME.fullmatch(name)):
+            return None
+    return tuple((text, name, spec or "") for text, name, spec, _ in pieces)
+
+
+def render_template(template: str, values: Mapping[str, Any]) -> str:
+    """Fill a knowledge-base sentence template; a broken template is returned as it is.
+
+    >>> render_template("{host} drops {count} at {where}", {"host": "h1", "count": "5"})
+    'h1 drops 5 at {where}'
+    """
+    pieces = _plain_fields(template)
+    try:
+        if pieces is None:
+            return _FORMATTER.vformat(template, (), dict(values))
+        return "".join(
+            text if name is None else text + format(values.get(name, "{" + name + "}"), spec)
+            for text, name, spec in pieces
+        )
+    except (ValueError, IndexError, KeyError, TypeError):
         return template
 
 

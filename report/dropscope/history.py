@@ -258,7 +258,8 @@ def host_row(host: Mapping[str, Any]) -> JSON:
         findings.setdefault(finding["key"], finding)  # findings are worst first: the first of a key wins
     return {
         "host": host["host"], "status": host["status"], "verdict": host.get("verdict"),
-        "items": host_items(host) if host["status"] == "ok" else {},
+        "items": [(kind, name, item["section"], item["object"], item["item"], item["count"], item["rate"])
+                  for (kind, name), item in (host_items(host) if host["status"] == "ok" else {}).items()],
         "findings": [(key, f.get("title"), f["severity"], f["attribution"], f["evidence"].get("rate"),
                       f["evidence"].get("count")) for key, f in findings.items()],
     }  # fmt: skip
@@ -337,10 +338,10 @@ def _write_rows(connection: sqlite3.Connection, name: str, rows: JSON) -> bool:
             code = _code(SEVERITIES, severity, "severity") * 4 + _code(ATTRIBUTIONS, attribution, "attribution")
             findings[(host_id, key)] = (code, _nan(rate), count or 0)
             titles[key] = title
-        for (kind, item_name), item in host["items"].items():
-            key = (host_id, kind, item_name, item["section"], item["object"], item["item"])
+        for kind, item_name, section, obj, item, count, rate in host["items"]:
+            key = (host_id, kind, item_name, section, obj, item)
             series_keys.append(key)
-            points.append((key, item["count"], _nan(item["rate"])))
+            points.append((key, count, _nan(rate)))
     series_ids = _ids(connection, "series", series_keys)
     _append(connection, "host_runs", run, host_runs)
     _append(connection, "points", run, {(series_ids[key],): (count, rate) for key, count, rate in points})

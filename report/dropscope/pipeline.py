@@ -22,7 +22,7 @@ import os
 import pickle
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from dropscope.render_html import (
     render_page,
     with_other_rows,
 )
-from dropscope.render_json import host_text, indented, report_chunks
+from dropscope.render_json import host_text, indented, report_head, report_tail
 
 PARALLEL_FROM_HOSTS = 2_000  # below this, worker processes cost more than they save
 SLICE_CHUNKS = 5  # a slice is this many chunks of the page's details (render_html.DETAIL_CHUNK hosts each)
@@ -78,11 +78,13 @@ def _prepare_slice(task: tuple[Path, Path, int, list[Any], dict[str, list[str]]]
     return parts
 
 
-def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int]) -> JSON:
+def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int, bool]) -> JSON:
     """Pass 2 of hosts START… (SHARES: their `plan_fleet` shares): each host's report.json text to
-    SPOOL/START.hosts and its details' chunks to SPOOL/details-N.json; returns the rest."""
-    spool, start, shares, indent, other_rows, chunk_size = task
-    out: JSON = {"finished": [], "history": [], "supplied": [], "rows": [], "chunks": []}
+    SPOOL/START.hosts, its details' chunks to SPOOL/details-N.json and (HISTORY) its run history row to
+    SPOOL/START.history; returns the rest."""
+    spool, start, shares, indent, other_rows, chunk_size, history = task
+    out: JSON = {"finished": [], "supplied": [], "rows": [], "chunks": []}
+    history_rows: list[JSON] = []
 
     def finished_hosts() -> Iterator[tuple[int, JSON, JSON | None]]:
         with (
@@ -94,7 +96,8 @@ def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int]) ->
                 out["supplied"] += finish_host(host, share)
                 texts.write(host_text(host, start + offset, indent))
                 out["finished"].append(fleet_part_finished(host))
-                out["history"].append(host_row(host))
+                if history:
+                    history_rows.append(host_row(host))
                 yield start + offset, host, (share or {}).get("note")
 
     for number, (rows, chunk) in enumerate(host_views(finished_hosts(), other_rows), start // chunk_size):
@@ -102,24 +105,60 @@ def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int]) ->
         (spool / f"details-{number}.json").write_text(text, encoding="utf-8")
         out["rows"] += rows
         out["chunks"].append((number, len(text)))
+    if history:
+        (spool / f"{start}.history").write_bytes(pickle.dumps(history_rows, protocol=pickle.HIGHEST_PROTOCOL))
     return out
 
 
-def _run(function: Any, tasks: list[Any], knowledge: KnowledgeBase, workers: int) -> list[Any]:
-    """FUNCTION over TASKS, in WORKERS processes (in this one for 1), results in order."""
-    if workers <= 1:
-        _start_worker(knowledge)
-        return [function(task) for task in tasks]
-    # fork where it is safe (Linux): the workers start at once with this process's modules and knowledge
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with context.Pool(workers, _start_worker, (knowledge,)) as pool:
-        return pool.map(function, tasks, chunksize=1)
+def _record_history(task: tuple[Path, str, JSON, Path, list[int]]) -> bool:
+    """Record the run into the run history from the hosts' rows pass 2 spooled (SPOOL/START.history)."""
+    history, name, recorded, spool, starts = task
+    rows = [row for start in starts for row in pickle.loads((spool / f"{start}.history").read_bytes())]  # noqa: S301
+    return record_report(history, name, recorded, rows)
 
 
-def _file_text(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as handle:
-        while text := handle.read(READ_BYTES):
-            yield text
+class _Workers:
+    """The worker processes of one report (none for WORKERS <= 1: the same functions run in this process)."""
+
+    def __init__(self, knowledge: KnowledgeBase, workers: int) -> None:
+        self.pool = None
+        if workers > 1:
+            # fork where it is safe (Linux): the workers start at once with this process's modules and knowledge
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            self.pool = context.Pool(workers, _start_worker, (knowledge,))
+        else:
+            _start_worker(knowledge)
+
+    def map(self, function: Any, tasks: list[Any]) -> list[Any]:
+        """FUNCTION over TASKS, results in order."""
+        if self.pool is None:
+            return [function(task) for task in tasks]
+        return self.pool.map(function, tasks, chunksize=1)
+
+    def start(self, function: Any, task: Any) -> Callable[[], Any]:
+        """FUNCTION(TASK) begun in a worker while this process goes on; returns what waits for its result."""
+        if self.pool is None:
+            return lambda: function(task)
+        return self.pool.apply_async(function, (task,)).get
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate()  # every result was waited for; on an error, workers stop now
+            self.pool.join()
+
+
+def _report_bytes(head: JSON, spool: Path, starts: list[int], tail: JSON, indent: bool) -> Iterator[bytes]:
+    """report.json's bytes: HEAD, the host texts pass 2 spooled for each slice (copied as they are), TAIL."""
+    for text in report_head(head, indent):
+        yield text.encode("utf-8")
+    for start in starts:
+        with open(spool / f"{start}.hosts", "rb") as handle:
+            while data := handle.read(READ_BYTES):
+                yield data
+    yield report_tail(tail, indent, empty=not starts).encode("utf-8")
 
 
 def write_run_reports(
@@ -141,26 +180,34 @@ def write_run_reports(
     workers = max(1, min(workers, len(starts)))
     indent = indented(len(entries))
     target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dropscope-spool-", dir=target) as spool_name:
+    with (
+        tempfile.TemporaryDirectory(prefix=".dropscope-spool-", dir=target) as spool_name,
+        _Workers(knowledge, workers) as pool,
+    ):
         spool = Path(spool_name)
-        prepared = _run(
-            _prepare_slice, [(run_dir, spool, start, entries[start : start + size], groups) for start in starts],
-            knowledge, workers,
-        )  # fmt: skip
+        tasks = [(run_dir, spool, start, entries[start : start + size], groups) for start in starts]
+        prepared = pool.map(_prepare_slice, tasks)
         parts = [item for slice_parts in prepared for item in slice_parts]
+        del prepared
         fleet, shares = plan_fleet([part for part, _, _ in parts], [boot_id for _, _, boot_id in parts])
-        tasks = [(spool, start, shares[start : start + size], indent, with_other_rows(len(entries)), chunk_size)
+        other_rows = with_other_rows(len(entries))
+        tasks = [(spool, start, shares[start : start + size], indent, other_rows, chunk_size, history is not None)
                  for start in starts]  # fmt: skip
-        finished = _run(_finish_slice, tasks, knowledge, workers)
+        finished = pool.map(_finish_slice, tasks)
+        del tasks, shares
 
         report: JSON = {"schema_version": SCHEMA_VERSION, "run": run_summary(manifest), "fleet": fleet}
         hosts = [part for out in finished for part in out["finished"]]
         knowledge_part = finish_fleet(fleet, hosts, [item for out in finished for item in out["supplied"]], knowledge)
+        recorded = None
+        if history is not None:  # recorded in a worker while this process writes the reports
+            task = (history, run_dir.resolve().name, {"run": report["run"], "fleet": {"verdict": fleet["verdict"]}},
+                    spool, starts)  # fmt: skip
+            recorded = pool.start(_record_history, task)
         warnings = run_warnings(run_dir, [file for _, file, _ in parts], [host["host"] for host in hosts])
         tail = {"warnings": warnings, "knowledge": knowledge_part}
         json_path, html_path = target / "report.json", target / "report.html"
-        host_texts = (text for start in starts for text in _file_text(spool / f"{start}.hosts"))
-        write_atomically(json_path, report_chunks(report, host_texts, tail, indent, empty=not entries))
+        write_atomically(json_path, _report_bytes(report, spool, starts, tail, indent), binary=True)
 
         report.update(tail)
         chunks = [chunk for out in finished for chunk in out["chunks"]]
@@ -176,11 +223,11 @@ def write_run_reports(
             )
             rows = [row for out in finished for row in out["rows"]]
             write_atomically(html_path, render_page(page_view(report, rows, page_details)))
-    if history is not None:
-        try:
-            record_report(
-                history, Path(run_dir).resolve().name, report, [row for out in finished for row in out["history"]]
-            )
-        except (HistoryError, OSError) as exc:
-            warnings = [*warnings, f"the run was not recorded in the run history: {exc}"]
+        # What report.json and the page needed goes before the history rows may come (peak memory).
+        del finished, hosts, rows, parts, report, fleet, page_details, knowledge_part, tail
+        if recorded is not None:
+            try:
+                recorded()
+            except (HistoryError, OSError) as exc:
+                warnings = [*warnings, f"the run was not recorded in the run history: {exc}"]
     return json_path, html_path, list(warnings)
