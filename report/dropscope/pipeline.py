@@ -122,11 +122,15 @@ class _Workers:
 
     def __init__(self, knowledge: KnowledgeBase, workers: int) -> None:
         self.pool = None
+        self.warning: str | None = None
         if workers > 1:
             # fork where it is safe (Linux): the workers start at once with this process's modules and knowledge
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            self.pool = context.Pool(workers, _start_worker, (knowledge,))
-        else:
+            try:
+                self.pool = context.Pool(workers, _start_worker, (knowledge,))
+            except (OSError, ImportError, NotImplementedError) as exc:  # e.g. a container without /dev/shm
+                self.warning = f"the report was built in one process: worker processes could not start ({exc})"
+        if self.pool is None:
             _start_worker(knowledge)
 
     def map(self, function: Any, tasks: list[Any]) -> list[Any]:
@@ -205,6 +209,7 @@ def write_run_reports(
                     spool, starts)  # fmt: skip
             recorded = pool.start(_record_history, task)
         warnings = run_warnings(run_dir, [file for _, file, _ in parts], [host["host"] for host in hosts])
+        warnings += [pool.warning] if pool.warning else []
         tail = {"warnings": warnings, "knowledge": knowledge_part}
         json_path, html_path = target / "report.json", target / "report.html"
         write_atomically(json_path, _report_bytes(report, spool, starts, tail, indent), binary=True)

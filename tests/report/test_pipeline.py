@@ -5,7 +5,11 @@ kernels shared across slice boundaries, unreachable hosts and a corrupt host fil
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +115,30 @@ def test_the_history_recorded_by_a_worker_is_the_built_reports(tmp_path: Path, s
     streamed = _index_rows(tmp_path / "streamed.sqlite")
     assert streamed == _index_rows(tmp_path / "memory.sqlite")
     assert streamed["runs"][0][0] == "night1" and streamed["runs"][0][4] == HOSTS
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from dropscope import render_html
+from dropscope.report import write_reports
+render_html.DETAIL_CHUNK = 3  # 3 slices of 15 hosts, as above
+json_path, _, warnings = write_reports(Path(sys.argv[1]), Path(sys.argv[2]), workers=2)
+print(json_path.read_text(), end="")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_without_working_shared_memory_the_report_is_built_in_one_process(tmp_path: Path) -> None:
+    """Worker processes need POSIX semaphores (/dev/shm); where they cannot start (some containers), the
+    same report is built in this process, and its warnings say so."""
+    run_dir = _run(tmp_path)
+    script = 'mount -t tmpfs -o ro tmpfs /dev/shm && exec "$@"'  # a read-only /dev/shm: sem_open fails
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+            sys.executable, "-c", CHILD, str(run_dir), str(tmp_path / "one-process")]  # fmt: skip
+    streamed = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    built = build_report(run_dir)
+    assert streamed["warnings"] == [
+        "the report was built in one process: worker processes could not start ([Errno 30] Read-only file system)"
+    ]
+    assert {**streamed, "warnings": []} == {**built, "warnings": []}
