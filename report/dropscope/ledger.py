@@ -84,7 +84,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
     """(ledger, unexplained findings) of one host; ROWS are its `drop_counter_rows` (None, [] if not diagnosed).
 
     The capture groups matched to a counter are remembered in the ledger's internal `_matched` (group index →
-    counter row) for `annotate_directions`; `public_ledger` removes it with the other internal fields.
+    counter row) for `annotate_directions`, which takes it out.
     """
     if host.get("status") != "ok":
         return None, []
@@ -226,13 +226,14 @@ def _unexplained_findings(
     return findings
 
 
-def annotate_directions(host: Mapping[str, Any], ledger: Mapping[str, Any] | None, knowledge: KnowledgeBase) -> None:
+def annotate_directions(host: Mapping[str, Any], ledger: JSON | None, knowledge: KnowledgeBase) -> None:
     """Give every capture group of a report host its `direction` (rx, tx, unknown) from the knowledge base.
 
     A group the ledger matched to a firewall rule takes the rule chain's direction; a transmit group matched
-    to a qdisc or an interface counter names it (`dev`, and `qdisc`: the qdisc's key).
+    to a qdisc or an interface counter names it (`dev`, and `qdisc`: the qdisc's key). Takes the ledger's
+    `_matched` out (its job is done; its rows hold knowledge base objects).
     """
-    matched = (ledger or {}).get("_matched") or {}
+    matched = (ledger or {}).pop("_matched", None) or {}
     for number, group in enumerate((host.get("capture") or {}).get("drops") or []):
         row = matched.get(number)
         group["direction"] = knowledge.direction(group["reason"], group["location"], _chain(row))
