@@ -38,12 +38,19 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import D
 # for receive drops. Ports are read from the IP header at skb->head + skb->network_header (IPv4: header
 # length from byte 0, protocol at byte 9; IPv6: next header at byte 6, no extension headers followed).
 # Common to both programs: readiness and end markers, the packet's netns, and the exact netns filter.
+# Each tracepoint field is read once, into a variable: bpftrace 0.17 resolves every `args->` afresh at
+# start-up (it re-reads tracefs's available_events ~20 times for each, ~20-40 ms of CPU per use). With
+# 12 uses the full program took ~0.50 s of CPU to start, with these 5 ~0.36 s (kernel 6.18); the reads
+# per event are the same (direct loads from the tracepoint's record).
 _PROLOGUE = r"""
 BEGIN { printf("READY\n"); }
 END { printf("END\n"); }
 tracepoint:skb:kfree_skb
 {
   $skb = SKB;
+  $reason = args->reason;
+  $location = args->location;
+  $protocol = args->protocol;RX_SK_READ
   $ns = (uint64)0;
   if (SKB_DEV != 0) {
     $ns = NS_OF_DEV;
@@ -55,7 +62,7 @@ tracepoint:skb:kfree_skb
 
 # How the program reads the kernel's structs. With struct casts bpftrace builds C definitions from BTF
 # and runs clang on every start (~0.8 s of CPU per host, kernel 6.18, bpftrace 0.17); with this kernel's
-# own field offsets (kernel_btf.py reads them from BTF in ~0.1 s) it starts without clang. Same reads,
+# own field offsets (kernel_btf.py reads them from BTF in ~10 ms) it starts without clang. Same reads,
 # same results; the struct form stays for hosts where the offsets cannot be read.
 STRUCT_READS = {
     "SKB": "(struct sk_buff *)args->skbaddr",
@@ -63,7 +70,7 @@ STRUCT_READS = {
     "NS_OF_DEV": "$skb->dev->nd_net.net->ns.inum",
     "SKB_SK": "$skb->sk",
     "NS_OF_SK": "$skb->sk->__sk_common.skc_net.net->ns.inum",
-    "RX_SK_NS": "((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum",
+    "RX_SK_NS": "((struct sock *)$rx_sk)->__sk_common.skc_net.net->ns.inum",
     "NETWORK_HEADER": "$skb->head + $skb->network_header",
 }
 OFFSET_READS = {
@@ -72,7 +79,7 @@ OFFSET_READS = {
     "NS_OF_DEV": "*(uint32 *)(*(uint64 *)(*(uint64 *)($skb + %(skb_dev)d) + %(dev_net)d) + %(net_inum)d)",
     "SKB_SK": "*(uint64 *)($skb + %(skb_sk)d)",
     "NS_OF_SK": "*(uint32 *)(*(uint64 *)(*(uint64 *)($skb + %(skb_sk)d) + %(sk_net)d) + %(net_inum)d)",
-    "RX_SK_NS": "*(uint32 *)(*(uint64 *)((uint64)args->rx_sk + %(sk_net)d) + %(net_inum)d)",
+    "RX_SK_NS": "*(uint32 *)(*(uint64 *)((uint64)$rx_sk + %(sk_net)d) + %(net_inum)d)",
     "NETWORK_HEADER": "*(uint64 *)($skb + %(skb_head)d) + *(uint16 *)($skb + %(skb_network_header)d)",
 }
 # The struct fields OFFSET_READS needs, with the size each read assumes (bytes).
@@ -85,21 +92,23 @@ FIELDS = {
     "sk_net": ("sock.__sk_common.skc_net.net", 8),
     "net_inum": ("net.ns.inum", 4),
 }
-RX_SK = """ else if (args->rx_sk != 0) {
+RX_SK_READ = """
+  $rx_sk = args->rx_sk;"""
+RX_SK = """ else if ($rx_sk != 0) {
     $ns = RX_SK_NS;
   }"""
 
 PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
     $port = (uint64)0;
     $nh = NETWORK_HEADER;
-    if (args->protocol == 2048) {
+    if ($protocol == 2048) {
       $b0 = *(uint8 *)$nh;
       $l4 = *(uint8 *)($nh + 9);
       if ($l4 == 6 || $l4 == 17) {
         $p = *(uint16 *)($nh + ($b0 & 15) * 4 + 2);
         $port = (($p & 255) << 8) | ($p >> 8);
       }
-    } else if (args->protocol == 34525) {
+    } else if ($protocol == 34525) {
       $l4 = *(uint8 *)($nh + 6);
       if ($l4 == 6 || $l4 == 17) {
         $p = *(uint16 *)($nh + 42);
@@ -107,7 +116,7 @@ PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
       }
     }
     if (PORT_FILTER == 0 || $port == PORT_FILTER) {
-      @drops[$ns, args->reason, args->location, args->protocol, $l4, $port] = count();
+      @drops[$ns, $reason, $location, $protocol, $l4, $port] = count();
 PEERS    }
   }
 }
@@ -118,11 +127,11 @@ PEERS    }
 # 24, as two 64-bit halves), each masked (PEER_MASK4 / PEER_MASK6: /24 and /64 with peers=prefix).
 # Addresses only: nothing else of the packet is read. The report takes the source of receive drops and
 # the destination of transmit drops.
-PEERS = r"""      if (args->protocol == 2048) {
-        @peers[args->reason, 4, (uint64)*(uint32 *)($nh + 12) & PEER_MASK4, (uint64)0,
+PEERS = r"""      if ($protocol == 2048) {
+        @peers[$reason, 4, (uint64)*(uint32 *)($nh + 12) & PEER_MASK4, (uint64)0,
                (uint64)*(uint32 *)($nh + 16) & PEER_MASK4, (uint64)0] = count();
-      } else if (args->protocol == 34525) {
-        @peers[args->reason, 6, *(uint64 *)($nh + 8), *(uint64 *)($nh + 16) & PEER_MASK6,
+      } else if ($protocol == 34525) {
+        @peers[$reason, 6, *(uint64 *)($nh + 8), *(uint64 *)($nh + 16) & PEER_MASK6,
                *(uint64 *)($nh + 24), *(uint64 *)($nh + 32) & PEER_MASK6] = count();
       }
 """
@@ -130,14 +139,16 @@ PEERS = r"""      if (args->protocol == 2048) {
 # The rate guard's cheaper program (measured at ~200k drops/s on kernel 6.18: a map without port parsing
 # kept 0.92-1.01 of throughput, with it 0.80-0.95): no packet-header reads, keyed by netns inode, reason, location and
 # protocol only. The netns filter stays an exact predicate; only {netns} is substituted (an integer).
-LEAN_PROGRAM = _PROLOGUE + r"""    @drops[$ns, args->reason, args->location, args->protocol] = count();
+LEAN_PROGRAM = _PROLOGUE + r"""    @drops[$ns, $reason, $location, $protocol] = count();
   }
 }
 """
 
 LEAN_PEERS_OFF = "rate guard: the lean program reads no packet headers, so no addresses"
 L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
-# Map size: bpftrace silently drops new keys beyond it (4096 by default).
+# Map size: bpftrace silently drops new keys beyond it (4096 by default). Each count() map is a per-CPU
+# hash whose keys the kernel allocates when bpftrace starts: ~65 ms of CPU per map at 65536 (kernel 6.18,
+# 2 CPUs), most of what the program's start costs beyond the above.
 MAP_KEYS_MAX = 65536
 READY_TIMEOUT_S = 30.0
 # After SIGINT bpftrace runs END, prints its maps, detaches its probes and exits: 0.2 s on the 30-host lab.
@@ -216,7 +227,8 @@ def _with_reads(text, offsets, fields):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
                 raise ValueError("offset %s must be an integer 0..65535, got %r" % (key, value))
         reads = dict((name, expression % offsets) for name, expression in OFFSET_READS.items())
-    text = text.replace("RX_SK", RX_SK if fields is None or "rx_sk" in fields else "")
+    has_rx_sk = fields is None or "rx_sk" in fields
+    text = text.replace("RX_SK_READ", RX_SK_READ if has_rx_sk else "").replace("RX_SK", RX_SK if has_rx_sk else "")
     for name in sorted(reads, key=len, reverse=True):  # SKB_DEV before SKB
         text = text.replace(name, reads[name])
     if fields is not None and "reason" not in fields:

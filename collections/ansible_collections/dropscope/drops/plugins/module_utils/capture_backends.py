@@ -29,12 +29,7 @@ import math
 import os
 import time
 
-from ansible_collections.dropscope.drops.plugins.module_utils import (
-    bpftrace_capture,
-    dropwatch_capture,
-    perf_capture,
-    tracefs_capture,
-)
+from ansible_collections.dropscope.drops.plugins.module_utils import bpftrace_capture, tracefs_capture
 from ansible_collections.dropscope.drops.plugins.module_utils.capabilities import BACKEND_ORDER
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard import CaptureGuard
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
@@ -162,6 +157,18 @@ def _binary(reader, name):
     return reader.find_bin(name) or name
 
 
+# perf and dropwatch are imported when a capture plans or runs them: a module run compiles every module it
+# imports from the zip Ansible sends (no cached bytecode), and most runs use bpftrace only.
+def _perf_capture():
+    from ansible_collections.dropscope.drops.plugins.module_utils import perf_capture
+    return perf_capture
+
+
+def _dropwatch_capture():
+    from ansible_collections.dropscope.drops.plugins.module_utils import dropwatch_capture
+    return dropwatch_capture
+
+
 class BpftraceBackend(Backend):
     name = "bpftrace"
     reads_headers = True
@@ -197,21 +204,21 @@ class PerfBackend(Backend):
 
     def command(self, reader, plan, duration):
         control = _perf_control(plan)
-        return perf_capture.record_command(_binary(reader, "perf"), _binary(reader, "sleep"), "perf.data",
-                                           deadline_s(plan.params) if control else duration, plan.params["stacks"],
-                                           plan.params["max_size_mb"], control=control)
+        return _perf_capture().record_command(_binary(reader, "perf"), _binary(reader, "sleep"), "perf.data",
+                                              deadline_s(plan.params) if control else duration, plan.params["stacks"],
+                                              plan.params["max_size_mb"], control=control)
 
     def run(self, capture, guard, reader, plan, rate_guard, window=None):
         params = plan.params
-        perf_capture.run_perf_capture(capture, guard, _binary(reader, "perf"), _binary(reader, "sleep"),
-                                      rate_guard["window_s"], stacks=rate_guard["stacks"], top=params["top"],
-                                      max_size_mb=params["max_size_mb"], reasons=plan.reasons,
-                                      deadline_s=deadline_s(params), window=window, control=_perf_control(plan))
+        _perf_capture().run_perf_capture(capture, guard, _binary(reader, "perf"), _binary(reader, "sleep"),
+                                         rate_guard["window_s"], stacks=rate_guard["stacks"], top=params["top"],
+                                         max_size_mb=params["max_size_mb"], reasons=plan.reasons,
+                                         deadline_s=deadline_s(params), window=window, control=_perf_control(plan))
 
 
 def _perf_control(plan):
     """Whether this host's perf takes -D -1 --control (5.11 and later), from the version capabilities read."""
-    return perf_capture.has_control((((plan.caps or {}).get("tools") or {}).get("perf") or {}).get("version"))
+    return _perf_capture().has_control((((plan.caps or {}).get("tools") or {}).get("perf") or {}).get("version"))
 
 
 class TracefsBackend(Backend):
@@ -238,11 +245,11 @@ class DropwatchBackend(Backend):
     name = "dropwatch"
 
     def command(self, reader, plan, duration):
-        return dropwatch_capture.command(_binary(reader, "dropwatch"))
+        return _dropwatch_capture().command(_binary(reader, "dropwatch"))
 
     def run(self, capture, guard, reader, plan, rate_guard, window=None):
-        dropwatch_capture.run_dropwatch_capture(capture, guard, _binary(reader, "dropwatch"),
-                                                rate_guard["window_s"], top=plan.params["top"], window=window)
+        _dropwatch_capture().run_dropwatch_capture(capture, guard, _binary(reader, "dropwatch"),
+                                                   rate_guard["window_s"], top=plan.params["top"], window=window)
 
 
 # The registry: backend name -> its object.

@@ -5,8 +5,9 @@
 
 Why: a bpftrace program that casts to `struct sk_buff` makes bpftrace build C definitions from BTF and
 parse them with clang on every start: ~0.8 s of CPU per host per run (kernel 6.18, bpftrace 0.17), most of
-a capture's cost on a quiet host. The same reads with byte offsets found here cost ~0.1 s of Python and
-let bpftrace start without clang. The offsets are this kernel's own (read at the capture, never cached),
+a capture's cost on a quiet host. The same reads with byte offsets found here cost ~10 ms of Python (the
+structs it needs are among the first ~4k of 126k types: the walk stops there) and let bpftrace start
+without clang. The offsets are this kernel's own (read at the capture, never cached),
 so they are right on every build; where BTF is missing or a field is not found, the capture keeps the
 struct program.
 
@@ -26,7 +27,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import array
 import struct
+import sys
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 BTF_MAGIC = 0xEB9F
@@ -37,6 +40,11 @@ KIND_ENUM, KIND_ENUM64 = 6, 19
 # Bytes after the 12-byte record: a fixed part, and a part per `vlen` item.
 _FIXED = {1: 4, 3: 12, 14: 4, 17: 4}
 _PER_ITEM = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}
+# The same in 32-bit words, as tables indexed by kind (0-31): a record's length is STEP + PER_ITEM * vlen.
+_STEP = [3 + _FIXED.get(kind, 0) // 4 for kind in range(32)]
+_PER_ITEM_WORDS = [_PER_ITEM.get(kind, 0) // 4 for kind in range(32)]
+# The array type code of an unsigned 32-bit integer ("I" on every Linux platform Python runs on).
+_WORD = [code for code in "IL" if array.array(code).itemsize == 4][0]
 # Qualifiers and typedefs name another type without changing its layout.
 _ALIASES = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
 _KINDS = {"INT": KIND_INT, "PTR": KIND_PTR, "STRUCT": KIND_STRUCT, "UNION": KIND_UNION, "TYPEDEF": KIND_TYPEDEF,
@@ -55,7 +63,7 @@ def _sections(data):
     hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<IIIII", data, 4)
     if magic != BTF_MAGIC:
         raise BtfError("not BTF (magic 0x%04x)" % magic)
-    types = data[hdr_len + type_off:hdr_len + type_off + type_len]
+    types = memoryview(data)[hdr_len + type_off:hdr_len + type_off + type_len]  # read once, as words: no copy
     strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
     if len(types) != type_len or len(strings) != str_len:
         raise BtfError("BTF truncated")
@@ -63,32 +71,75 @@ def _sections(data):
 
 
 class _Types:
-    """Type records of one BTF blob, found by id and (structs/unions) by name."""
+    """Type records of one BTF blob, found by id and (the structs/unions named in NAMES) by name.
 
-    def __init__(self, data):
+    Records are variable-length, so a type id's record is found by walking the ones before it. The walk
+    goes only as far as asked (the structs a capture reads are among the first ~4k of a 6.x kernel's
+    ~126k types), reading the type section as 32-bit words and comparing names as string offsets.
+    """
+
+    def __init__(self, data, names=()):
         self.types, self.strings = _sections(data)
-        self.offsets = [None]  # type id 0 is void
-        self.named = {}
-        unpack = struct.unpack_from
-        pos, end = 0, len(self.types)
-        while pos < end:
-            name_off, info = unpack("<II", self.types, pos)
-            kind = (info >> 24) & 0x1F
-            if kind in (KIND_STRUCT, KIND_UNION) and name_off:
-                self.named.setdefault(self._string(name_off), len(self.offsets))
-            self.offsets.append(pos)
-            pos += 12 + _FIXED.get(kind, 0) + _PER_ITEM.get(kind, 0) * (info & 0xFFFF)
+        words = array.array(_WORD)
+        words.frombytes(self.types[:len(self.types) - len(self.types) % 4])
+        if sys.byteorder != "little":
+            words.byteswap()  # read as little-endian, as the header is
+        self.words = words
+        self.offsets = [None]  # type id 0 is void; then the word index of each record walked so far
+        self._next = 0  # where the next record starts
+        self._wanted = self._string_offsets(names)  # {string offset: name} of NAMES
+        self.named = {}  # name -> the lowest struct/union type id of that name, as the walk finds them
+
+    def _string_offsets(self, names):
+        """{offset: name} of every place in the string section that holds one of NAMES."""
+        found = {}
+        for name in names:
+            needle = b"\0" + name.encode("utf-8") + b"\0"
+            at = self.strings.find(needle)
+            while at >= 0:
+                found[at + 1] = name
+                at = self.strings.find(needle, at + 1)
+        return found
+
+    def walk(self, count=None):
+        """Note where the next COUNT records start (None: all the rest), and the named structs among them."""
+        offsets, words, wanted, named = self.offsets, self.words, self._wanted, self.named
+        append, step, per_item = offsets.append, _STEP, _PER_ITEM_WORDS
+        pos, end = self._next, len(words)
+        stop = end if count is None else count + len(offsets)
+        try:
+            while pos < end and len(offsets) < stop:
+                append(pos)
+                info = words[pos + 1]
+                kind = (info >> 24) & 0x1F
+                if words[pos] in wanted and kind in (KIND_STRUCT, KIND_UNION):
+                    named.setdefault(wanted[words[pos]], len(offsets) - 1)
+                pos += step[kind] + per_item[kind] * (info & 0xFFFF)
+        except IndexError:
+            raise BtfError("BTF type record %d truncated" % (len(offsets) - 1)) from None
+        if pos > end:
+            raise BtfError("BTF type record %d truncated" % (len(offsets) - 1))
+        self._next = pos
+        return pos < end
+
+    def struct_id(self, name):
+        """The lowest type id of a struct or union called NAME (one of NAMES), or None."""
+        while name not in self.named and self.walk(1024):
+            pass
+        return self.named.get(name)
 
     def _string(self, offset):
         return self.strings[offset:self.strings.index(b"\0", offset)].decode("ascii", "replace")
 
     def record(self, type_id):
-        """(kind, kind_flag, vlen, size_or_type, position) of a type id."""
+        """(kind, kind_flag, vlen, size_or_type, word index) of a type id."""
+        if type_id >= len(self.offsets):
+            self.walk(type_id + 1 - len(self.offsets))
         if not 0 < type_id < len(self.offsets):
             raise BtfError("type id %d out of range" % type_id)
         pos = self.offsets[type_id]
-        _name, info, size_or_type = struct.unpack_from("<III", self.types, pos)
-        return (info >> 24) & 0x1F, info >> 31, info & 0xFFFF, size_or_type, pos
+        info = self.words[pos + 1]
+        return (info >> 24) & 0x1F, info >> 31, info & 0xFFFF, self.words[pos + 2], pos
 
     def resolve(self, type_id):
         """The type id behind typedefs and qualifiers."""
@@ -112,8 +163,10 @@ class _Types:
         kind, flag, vlen, _size, pos = self.record(self.resolve(type_id))
         if kind not in (KIND_STRUCT, KIND_UNION):
             raise BtfError("type id %d is not a struct or union" % type_id)
+        words = self.words
         for index in range(vlen):
-            name_off, member_type, offset = struct.unpack_from("<III", self.types, pos + 12 + 12 * index)
+            at = pos + 3 + 3 * index
+            name_off, member_type, offset = words[at], words[at + 1], words[at + 2]
             bits = offset & 0xFFFFFF if flag else offset
             bitfield = flag and offset >> 24
             yield (self._string(name_off) if name_off else "", member_type,
@@ -139,13 +192,13 @@ def field_offsets(data, paths):
     Members are followed inside the struct (embedded structs, anonymous unions), never through pointers.
     Raises BtfError naming the first path that cannot be resolved.
     """
-    types = _Types(data)
+    types = _Types(data, set(path.split(".")[0] for path in paths.values()))
     result = {}
     for key, path in sorted(paths.items()):
         words = path.split(".")
-        if words[0] not in types.named:
+        type_id, offset = types.struct_id(words[0]), 0
+        if type_id is None:
             raise BtfError("%s: no struct %s in BTF" % (path, words[0]))
-        type_id, offset = types.named[words[0]], 0
         for word in words[1:]:
             found = types.find_member(type_id, word)
             if found is None:
@@ -182,17 +235,20 @@ def enums(data, wanted, base=None):
         return strings[offset:strings.index(b"\0", offset)].decode("ascii", "replace")
 
     found = {}
+    own.walk()
+    words = own.words
     for pos in own.offsets[1:]:
-        name_off, info = struct.unpack_from("<II", own.types, pos)
+        name_off, info = words[pos], words[pos + 1]
         kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
         if kind not in (KIND_ENUM, KIND_ENUM64) or not name_off or not wanted(text(name_off)):
             continue
         members = []
         for index in range(vlen):
             if kind == KIND_ENUM:
-                member, value = struct.unpack_from("<Ii", own.types, pos + 12 + 8 * index)
+                member, value = words[pos + 3 + 2 * index], words[pos + 4 + 2 * index]
+                value = value - (1 << 32) if value >> 31 else value  # signed 32-bit
             else:
-                member, low, high = struct.unpack_from("<III", own.types, pos + 12 + 12 * index)
+                member, low, high = words[pos + 3 + 3 * index], words[pos + 4 + 3 * index], words[pos + 5 + 3 * index]
                 value = high << 32 | low
             members.append((text(member), value))
         found.setdefault(text(name_off), []).extend(members)

@@ -406,7 +406,12 @@ from ansible_collections.dropscope.drops.plugins.module_utils.capture_guard impo
 )
 from ansible_collections.dropscope.drops.plugins.module_utils.host_knobs import read_knobs_safely
 from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import TRACEFS_ROOTS, read_reason_names
-from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import HostReader, collect_snapshot, read_system
+from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import (
+    DeviceMemo,
+    HostReader,
+    collect_snapshot,
+    read_system,
+)
 from ansible_collections.dropscope.drops.plugins.module_utils.tracefs_capture import TracefsMount
 
 
@@ -457,7 +462,9 @@ def main():
             capture = describe_capture(reader, plan)
         else:
             # The counters are read in the capture's window: when its tracer is live and before it stops.
-            read_counters = (lambda: collect_snapshot(reader)) if module.params["counters"] else None
+            # One DeviceMemo for both readings: driver info is read once per device (see snapshot.DeviceMemo).
+            memo = DeviceMemo()
+            read_counters = (lambda: collect_snapshot(reader, memo=memo)) if module.params["counters"] else None
             try:
                 capture, before, after = run_capture(reader, plan, read_counters)
             except (IOError, OSError) as exc:

@@ -88,18 +88,18 @@ def test_bpftrace_program_takes_only_integers():
 def test_bpftrace_lean_program_has_no_header_parsing_and_keeps_the_netns_predicate():
     text = bt.program_text(4026532177, lean=True)
     assert text.endswith("""    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
-  } else if (args->rx_sk != 0) {
-    $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
+  } else if ($rx_sk != 0) {
+    $ns = ((struct sock *)$rx_sk)->__sk_common.skc_net.net->ns.inum;
   }
   if (4026532177 == 0 || $ns == 4026532177) {
-    @drops[args->reason, args->location, args->protocol] = count();
+    @drops[$reason, $location, $protocol] = count();
   }
 }
 """)
     # Without a netns filter the key keeps the netns (the whole kernel's drops, per namespace).
-    assert "@drops[$ns, args->reason, args->location, args->protocol] = count();" in bt.program_text(0, lean=True)
+    assert "@drops[$ns, $reason, $location, $protocol] = count();" in bt.program_text(0, lean=True)
     assert "if (4026532177 == 0 || $ns == 4026532177) {" in text
-    assert "@drops[args->reason, args->location, args->protocol] = count();" in text
+    assert "@drops[$reason, $location, $protocol] = count();" in text
     for parsing in ("network_header", "$skb->head", "$port", "$l4"):
         assert parsing not in text
     assert "network_header" in bt.program_text(4026532177)

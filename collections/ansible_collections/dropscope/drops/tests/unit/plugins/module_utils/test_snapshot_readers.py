@@ -2,14 +2,17 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """collect_snapshot's readers on recorded outputs: tc with and without -j (iproute2 4.14, 4.15, 5.4),
-connection tracking (this machine's 6.18 namespace and node_exporter's 4-CPU fixture) and `ethtool -i`."""
+connection tracking (this machine's 6.18 namespace and node_exporter's 4-CPU fixture), `ethtool -i` (read
+once per device in a run), and how commands run (as given, no shell expansion)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 
-from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import collect_snapshot
+import pytest
+from ansible_collections.dropscope.drops.plugins.module_utils.snapshot import DeviceMemo, collect_snapshot, run_argv
 from ansible_collections.dropscope.drops.tests.unit.plugins.module_utils.samples import ArgvReader, recorded
 
 OPTION_J_UNKNOWN = recorded("tc_qdisc_iproute2_4.14_j_stderr.txt")
@@ -148,3 +151,72 @@ def test_ethtool_i_gives_the_driver_and_lo_none():
     assert interfaces["eth0"]["driver"] == {"driver": "virtio_net", "version": "1.0.0", "firmware_version": None,
                                             "bus_info": "0000:00:03.0"}
     assert interfaces["lo"]["driver"] is None
+
+
+class _CountingReader(ArgvReader):
+    """An ArgvReader that remembers the commands it ran."""
+
+    def __init__(self, *args, **kwargs):
+        ArgvReader.__init__(self, *args, **kwargs)
+        self.commands = []
+
+    def run(self, argv):
+        self.commands.append(" ".join([os.path.basename(argv[0])] + list(argv[1:])))
+        return ArgvReader.run(self, argv)
+
+
+def _two_interface_host():
+    outputs = {"ethtool -S eth0": (0, recorded("ethtool_virtio_net.txt"), ""),
+               "ethtool -i eth0": (0, recorded("ethtool_i_virtio_net.txt"), ""),
+               "ethtool -S lo": (94, "", "no stats available\n"),
+               "ethtool -i lo": (71, "", "Cannot get driver information: Operation not supported\n")}
+    header = "".join(recorded("proc_net_dev.txt").splitlines(True)[:3])  # its header and lo
+    files = {"/proc/net/dev": header + "  eth0:  9000 90 0 0 0 0 0 0  8000 80 0 0 0 0 0 0\n",
+             "/sys/class/net/eth0/ifindex": "2\n", "/sys/class/net/lo/ifindex": "1\n"}
+    reader = _CountingReader(files, {"ethtool": "/usr/sbin/ethtool"}, outputs)
+    reader.path = lambda path: "/nonexistent-root" + path  # no /sys/class/net statistics: /proc/net/dev
+    return reader
+
+
+def test_a_second_reading_of_the_run_reads_only_the_statistics_of_the_same_devices():
+    reader = _two_interface_host()
+    memo = DeviceMemo()
+    before = collect_snapshot(reader, firewall=False, memo=memo)
+    assert reader.commands == ["ethtool -S lo", "ethtool -i lo", "ethtool -S eth0", "ethtool -i eth0"]
+    del reader.commands[:]
+    after = collect_snapshot(reader, firewall=False, memo=memo)
+    # The driver info and lo's "no stats" belong to the device: only eth0's statistics are read again.
+    assert reader.commands == ["ethtool -S eth0"]
+    for name in ("eth0", "lo"):
+        assert {key: after["interfaces"][name][key] for key in ("ethtool", "ethtool_status", "driver")} == \
+            {key: before["interfaces"][name][key] for key in ("ethtool", "ethtool_status", "driver")}
+    assert after["interfaces"]["lo"]["ethtool_status"] == "no stats available"
+    # Another device under the same name (a new ifindex) is read in full; without a memo, every reading is.
+    reader.files["/sys/class/net/eth0/ifindex"] = "7\n"
+    del reader.commands[:]
+    collect_snapshot(reader, firewall=False, memo=memo)
+    assert reader.commands == ["ethtool -S eth0", "ethtool -i eth0"]
+    del reader.commands[:]
+    collect_snapshot(reader, firewall=False)
+    assert reader.commands == ["ethtool -S lo", "ethtool -i lo", "ethtool -S eth0", "ethtool -i eth0"]
+
+
+def test_an_ethtool_answer_that_failed_is_asked_again():
+    reader = _two_interface_host()
+    reader.outputs["ethtool -i eth0"] = (0, "no driver line here\n", "")
+    memo = DeviceMemo()
+    first = collect_snapshot(reader, firewall=False, memo=memo)
+    assert first["interfaces"]["eth0"]["driver"] is None and _errors(first, "ethtool -i eth0")
+    del reader.commands[:]
+    collect_snapshot(reader, firewall=False, memo=memo)
+    assert reader.commands == ["ethtool -S eth0", "ethtool -i eth0"]
+
+
+def test_commands_run_as_given_without_shell_expansion():
+    # An interface may be called "$HOME" or "~root": it is passed as it is, never expanded.
+    rc, out, err = run_argv(["printf", "%s|%s", "$HOME", "~root"], {"LC_ALL": "C"})
+    assert (rc, out, err) == (0, "$HOME|~root", "")
+    rc, out, _err = run_argv(["sh", "-c", 'printf "$LC_ALL"; printf "\\377"'], {"LC_ALL": "C"})
+    assert (rc, out) == (0, "C\udcff")
+    with pytest.raises(OSError):
+        run_argv(["/nonexistent-dir/ethtool", "-S", "eth0"])
