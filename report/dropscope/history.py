@@ -287,11 +287,11 @@ def _ids(connection: sqlite3.Connection, table: str, keys: list[tuple]) -> dict[
     """KEYS (the key columns of TABLE, hosts or series) → their row ids, inserting the missing ones."""
     insert, select = ID_STATEMENTS[table]
     connection.executemany(insert, keys)
-    wanted = set(keys)
-    found = {}
+    found: dict[tuple, int] = dict.fromkeys(keys)  # type: ignore[arg-type]  (each filled in below)
     for row in connection.execute(select):
-        if row[1:] in wanted:
-            found[row[1:]] = row[0]
+        key = row[1:]
+        if key in found:  # the caller's own key object stays the key (not a copy of its strings per row)
+            found[key] = row[0]
     return found
 
 
@@ -327,7 +327,7 @@ def _write_rows(connection: sqlite3.Connection, name: str, rows: JSON) -> bool:
     host_runs: dict[tuple, tuple] = {}
     findings: dict[tuple, tuple] = {}
     titles: dict[str, str | None] = {}
-    series_keys, points = [], []
+    points: dict[tuple, tuple] = {}
     for host in rows["hosts"]:
         host_id = host_ids[(host["host"],)]
         if (host_id,) in host_runs:  # a host listed twice in one run: the first entry counts (as in compare)
@@ -339,13 +339,11 @@ def _write_rows(connection: sqlite3.Connection, name: str, rows: JSON) -> bool:
             findings[(host_id, key)] = (code, _nan(rate), count or 0)
             titles[key] = title
         for kind, item_name, section, obj, item, count, rate in host["items"]:
-            key = (host_id, kind, item_name, section, obj, item)
-            series_keys.append(key)
-            points.append((key, count, _nan(rate)))
-    series_ids = _ids(connection, "series", series_keys)
-    _append(connection, "host_runs", run, host_runs)
-    _append(connection, "points", run, {(series_ids[key],): (count, rate) for key, count, rate in points})
-    _append(connection, "findings", run, findings)
+            points[(host_id, kind, item_name, section, obj, item)] = (count, _nan(rate))
+    series_ids = _ids(connection, "series", list(points))
+    _append(connection, "host_runs", run, host_runs.items())
+    _append(connection, "points", run, (((series_ids[key],), values) for key, values in points.items()))
+    _append(connection, "findings", run, findings.items())
     connection.executemany("INSERT OR REPLACE INTO titles VALUES (?, ?)", list(titles.items()))
     return replaced
 
@@ -359,8 +357,9 @@ def _unpack(table: str, blobs: Sequence[bytes]) -> list[array.array]:
     return columns
 
 
-def _append(connection: sqlite3.Connection, table: str, run: int, entries: Mapping[tuple, tuple]) -> None:
-    """Add run RUN's values (key → values) to the packed rows of TABLE (each column's bytes extended)."""
+def _append(connection: sqlite3.Connection, table: str, run: int, entries: Iterable[tuple[tuple, tuple]]) -> None:
+    """Add run RUN's values ((key, values) pairs, one per key) to the packed rows of TABLE (each column's bytes
+    extended). The rows go to SQLite as they are made (a run of 10,000 hosts has ~100,000 points)."""
     chunk = run // CHUNK
     keys, typecodes = len(PACKED[table][0]), PACKED[table][1]
     packers = [struct.Struct("=" + typecode).pack for typecode in typecodes[1:]]  # array's sizes, native order
@@ -368,12 +367,14 @@ def _append(connection: sqlite3.Connection, table: str, run: int, entries: Mappi
     select, upsert, _ = PACKED_SQL[table]
     existing = {row[:keys]: row[keys:] for row in connection.execute(select, (chunk,))}
     empty = (b"",) * len(typecodes)
-    rows = []
-    for key, values in entries.items():
-        old = existing.get(key, empty)
-        added = (blob + pack(value) for blob, pack, value in zip(old[1:], packers, values, strict=True))
-        rows.append((*key, chunk, old[0] + run_bytes, *added))
-    connection.executemany(upsert, rows)
+
+    def rows() -> Iterator[tuple]:
+        for key, values in entries:
+            old = existing.get(key, empty)
+            added = (blob + pack(value) for blob, pack, value in zip(old[1:], packers, values, strict=True))
+            yield (*key, chunk, old[0] + run_bytes, *added)
+
+    connection.executemany(upsert, rows())
 
 
 def _remove(connection: sqlite3.Connection, table: str, run: int) -> None:
