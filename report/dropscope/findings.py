@@ -432,6 +432,28 @@ def _counter_entry(rule: CounterRule | None, knowledge: KnowledgeBase) -> tuple[
     return None, rule.entry
 
 
+def _folded_counters(rows: list[JSON], indexes: list[int], knowledge: KnowledgeBase) -> dict[int, int]:
+    """Among ROWS[INDEXES], the counters that count nothing beyond a more precise sibling that also moved (the
+    ledger's `duplicate_of`: an interface's rx_missed_errors beside the driver's own ethtool rx_missed_errors),
+    each → the row index of the sibling whose finding it joins (one NIC problem, one finding)."""
+    candidates = [rows[index] for index in indexes]
+    folded: dict[int, int] = {}
+    for index in indexes:
+        row = rows[index]
+        known = knowledge.ledger_rule(row["_rule"], row["counter"]) if row["_rule"] else None
+        siblings = known.siblings(row, candidates) if known else []
+        if siblings and row["delta"] <= sum(other["delta"] for other in siblings):
+            folded[index] = next(i for i in indexes if rows[i] is siblings[0])
+    for index in list(folded):  # a chain (A joins B, B joins C) ends at a row that is not folded
+        seen = {index}
+        while folded[index] in folded and folded[index] not in seen:
+            seen.add(folded[index])
+            folded[index] = folded[folded[index]]
+        if folded[index] in folded:  # a circle: the first of it keeps its own finding
+            del folded[index]
+    return folded
+
+
 def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeBase) -> list[JSON]:
     """Findings of one host as if it owned its kernel (pass 2 corrects hosts that share one).
 
@@ -490,8 +512,9 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
         reason, _ = _counter_entry(rows[index]["_rule"], knowledge)
         if reason:
             by_group.setdefault(reason, []).append(index)
+    folded = _folded_counters(rows, leftover, knowledge)
     for index in leftover:
-        if any(index in members for members in by_group.values()):
+        if index in folded or any(index in members for members in by_group.values()):
             continue
         home = next(
             (r for r in by_group if knowledge.corroborates(r, rows[index]["section"], rows[index]["counter"])), None
@@ -502,6 +525,12 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
         rule = rows[index]["_rule"]
         group = f"counter:{rule.id}" if rule else f"counter:{rows[index]['section']}/{rows[index]['counter']}"
         by_group.setdefault(group, []).append(index)
+    for index, sibling in folded.items():
+        home = next((group for group, members in by_group.items() if sibling in members), None)
+        if home is None:  # not reached: a sibling always has a group; kept so that no row is ever lost
+            rule = rows[index]["_rule"]
+            home = f"counter:{rule.id}" if rule else f"counter:{rows[index]['section']}/{rows[index]['counter']}"
+        by_group.setdefault(home, []).append(index)
     for group, members in by_group.items():
         group_rows = [rows[index] for index in members]
         rule = group_rows[0]["_rule"]

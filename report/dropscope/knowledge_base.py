@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -122,6 +122,14 @@ class LedgerRule:
     duplicate_of: list[tuple[str | None, re.Pattern[str]]]
     where: str
     note: str | None
+
+    def siblings(self, row: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The ROWS (drop counter rows: section, object, counter) that count ROW's packets more precisely."""
+        return [other for other in rows if other is not row and any(
+            counter.match(other["counter"]) and (
+                other["section"] == row["section"] and other["object"] == row["object"] if section is None
+                else other["section"] == section)
+            for section, counter in self.duplicate_of)]  # fmt: skip
 
 
 def _per_counter(value: Any, counter: str) -> Any:

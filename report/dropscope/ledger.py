@@ -63,15 +63,6 @@ def _accounts(knowledge: KnowledgeBase, group: Mapping[str, Any], reason: str, l
     return group["reason"] == reason or knowledge.stand_in(group["reason"], group["location"]) == reason
 
 
-def _is_sibling(row: Mapping[str, Any], pattern: tuple[str | None, Any], other: Mapping[str, Any]) -> bool:
-    section, counter = pattern
-    if other is row or not counter.match(other["counter"]):
-        return False
-    if section is None:
-        return other["section"] == row["section"] and other["object"] == row["object"]
-    return other["section"] == section
-
-
 def _nic_words(row: Mapping[str, Any]) -> str:
     """How the NIC names a counter: an ethtool counter in the driver's words, else the kernel's name."""
     counter = row["counter"]
@@ -101,7 +92,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
             entries.append((row, known))
     plan = []
     for row, known in entries:
-        siblings = [other for other, _ in entries if any(_is_sibling(row, p, other) for p in known.duplicate_of)]
+        siblings = known.siblings(row, [other for other, _ in entries])
         counted = max(0, row["delta"] - sum(other["delta"] for other in siblings)) if siblings else row["delta"]
         plan.append((row, known, siblings, counted))
 

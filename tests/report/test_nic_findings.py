@@ -129,3 +129,34 @@ def test_each_shows_in_the_ledger_as_dropped_in_the_nic(report: dict, name: str)
 
 def test_a_level_going_down_is_no_reset(report: dict) -> None:
     assert _host(report, "ena")["resets"] == []
+
+
+def _ixgbe_host(name: str, interface_missed: int, driver_missed: int) -> dict:
+    """An ixgbe host whose interface rx_missed_errors (the kernel's copy) and ethtool rx_missed_errors grow."""
+    ethtool = {"rx_missed_errors": 0, "rx_no_buffer_count": 0, "rx_fifo_errors": 0, "tx_busy": 0}
+    interfaces = {"eth2": make_interface(ethtool=ethtool, base=80_000)}
+    before = make_snapshot(name, interfaces=interfaces)
+    after = advance(
+        before,
+        SECONDS,
+        interfaces={"eth2": {"rx_missed_errors": interface_missed, "ethtool:rx_missed_errors": driver_missed}},
+    )
+    capture = make_capture(before["system"]["boot_id"], [], backend="bpftrace", duration_s=SECONDS)
+    return make_host(name, before=before, capture=capture, after=after)
+
+
+def test_a_counter_that_repeats_the_drivers_own_joins_its_finding(tmp_path) -> None:
+    """ixgbe's rx_missed_errors is also the interface's rx_missed_errors: one NIC problem, one finding with both
+    counters as evidence and the count once (900, not 1,800). An interface count beyond the driver's (1,000 of
+    which the driver explains 900) keeps a finding of its own."""
+    report = build_report(write_run(tmp_path / "run", [_ixgbe_host("same", 900, 900), _ixgbe_host("more", 1_000, 900)]))
+    same = [f for f in _host(report, "same")["findings"] if f["kind"] == "counter"]
+    assert [f["key"] for f in same] == ["counter:nic-intel-missed"]
+    assert same[0]["evidence"]["count"] == 900
+    assert [(row["object"], row["counter"], row["delta"]) for row in same[0]["evidence"]["counters"]] == [
+        ("eth2", "ethtool:rx_missed_errors", 900), ("eth2", "rx_missed_errors", 900),
+    ]  # fmt: skip
+    assert _host(report, "same")["ledger"]["unexplained"] == 900  # the ledger counts the drops once
+
+    more = [f for f in _host(report, "more")["findings"] if f["kind"] == "counter"]
+    assert sorted(f["key"] for f in more) == ["counter:if-rx-missed", "counter:nic-intel-missed"]
