@@ -7,7 +7,11 @@ deliberately simple):
   (a driver that grew ethtool stats, an snmp line that appeared) gets no delta and no entry.
 - Interfaces and qdiscs present in only one snapshot are listed under `appeared` / `vanished` and get no
   deltas. Sockets and firewall rules absent before count from 0: a socket is only listed while its drop
-  counter is non-zero, and a rule that is new was created during the run, so its counters started at 0.
+  counter is non-zero, and a rule that is new was created during the run, so its counters started at 0 —
+  unless `before` cannot vouch for the absence: its read of that section failed (an `errors` entry of
+  one of its sources: `nft …`, `iptables…`, `/proc/net/udp…`) or, for sockets, its list is full (the host
+  lists only the SOCKETS_LISTED sockets with most drops: one left out may have had many). Then only
+  sockets and rules present in both count, as for interfaces: a counter's whole life is never a delta.
 - Sockets are matched by inode under their "PROTO ADDR:PORT" key, and the deltas of all sockets under one
   key (SO_REUSEPORT groups) are summed. A socket that closed during the run is lost.
 - Softnet deltas are taken per CPU (matched by `cpu`) and then summed, so an offlined CPU is not a reset.
@@ -30,6 +34,12 @@ CONNTRACK_NOT_COUNTERS = frozenset({"entries", "cpus"})  # the table size and th
 GAUGE_SUFFIX = "_now"  # a qdisc's backlog/qlen at the end of the run: a level, not a delta
 
 Counters = dict[str, int]
+SOCKETS_LISTED = 200  # the most sockets a snapshot lists, largest drops first (the collection's MAX_SOCKETS)
+# The sources (snapshot `errors`) of the sections whose objects absent before count from 0.
+SECTION_SOURCES = {
+    "sockets": ("/proc/net/udp",),
+    "firewall": ("nft ", "iptables", "ip6tables"),
+}
 
 
 def per_second(delta: float, interval_s: float | None) -> float | None:
@@ -148,14 +158,19 @@ def _qdiscs_deltas(before: JSON, after: JSON) -> tuple[dict[str, Counters], list
     return result, resets, appeared, vanished
 
 
-def _sockets_deltas(before: list[JSON], after: list[JSON]) -> tuple[dict[str, Counters], list[JSON]]:
-    """Drops per socket key; sockets matched by inode, summed per key, absent before = 0 before."""
+def _sockets_deltas(
+    before: list[JSON], after: list[JSON], whole: bool = True
+) -> tuple[dict[str, Counters], list[JSON]]:
+    """Drops per socket key; sockets matched by inode, summed per key, absent before = 0 before if WHOLE (the
+    before list is complete), else not counted."""
     before_drops = {(socket_key(s), s.get("inode")): s["drops"] for s in before}
     totals: dict[str, int] = {}
     resets: list[JSON] = []
     for socket in after:
         key = socket_key(socket)
-        before_value = before_drops.get((key, socket.get("inode")), 0)
+        before_value = before_drops.get((key, socket.get("inode")), 0 if whole else None)
+        if before_value is None:
+            continue
         if socket["drops"] < before_value:
             reset = {"counter": "drops", "before": before_value, "after": socket["drops"]}
             resets.append({"section": "sockets", "name": key, **reset})
@@ -164,11 +179,14 @@ def _sockets_deltas(before: list[JSON], after: list[JSON]) -> tuple[dict[str, Co
     return {key: {"drops": drops} for key, drops in totals.items()}, resets
 
 
-def _firewall_deltas(before: JSON, after: JSON) -> tuple[dict[str, Counters], list[JSON]]:
-    """packets/bytes per rule; a rule absent before was created during the run and counts from 0."""
+def _firewall_deltas(before: JSON, after: JSON, whole: bool = True) -> tuple[dict[str, Counters], list[JSON]]:
+    """packets/bytes per rule; a rule absent before was created during the run and counts from 0 if WHOLE
+    (the before ruleset was read), else it is not counted."""
     result: dict[str, Counters] = {}
     resets: list[JSON] = []
     for key, rule in after.items():
+        if key not in before and not whole:
+            continue
         previous = before.get(key) or dict.fromkeys(FIREWALL_COUNTERS, 0)
         deltas, rule_resets = counter_deltas(
             {k: previous[k] for k in FIREWALL_COUNTERS}, {k: rule[k] for k in FIREWALL_COUNTERS}
@@ -214,6 +232,21 @@ SECTION_DELTAS: tuple[tuple[str, Callable[[Any, Any], tuple[Any, ...]]], ...] = 
 )
 
 
+def read_whole(snapshot: Mapping[str, Any], section: str) -> bool:
+    """Whether SNAPSHOT vouches that an object of SECTION (sockets, firewall) it does not list was not there
+    (or, for sockets, had no drops): every source of the section was read, and the socket list is not full.
+
+    >>> read_whole({"errors": [{"source": "nft -a list ruleset", "error": "exit 1: …"}]}, "firewall")
+    False
+    >>> read_whole({"errors": [], "sockets": [{"drops": 1}] * 200}, "sockets"), read_whole({"errors": []}, "firewall")
+    (False, True)
+    """
+    sources = SECTION_SOURCES[section]
+    if any(str(error.get("source") or "").startswith(sources) for error in snapshot.get("errors") or []):
+        return False
+    return not (section == "sockets" and len(snapshot.get("sockets") or []) >= SOCKETS_LISTED)
+
+
 def snapshot_deltas(before: JSON, after: JSON) -> JSON:
     """The counters, resets, appeared, vanished and interval_s parts of a report.json host."""
     result: JSON = {
@@ -232,7 +265,10 @@ def snapshot_deltas(before: JSON, after: JSON) -> JSON:
 
     resets: list[JSON] = []
     for section, deltas_of in SECTION_DELTAS:
-        result["counters"][section], section_resets, *changes = deltas_of(before.get(section), after.get(section))
+        whole = (read_whole(before, section),) if section in SECTION_SOURCES else ()
+        result["counters"][section], section_resets, *changes = deltas_of(
+            before.get(section), after.get(section), *whole
+        )
         resets += section_resets
         if changes:  # interfaces and qdiscs: the ones that appeared and vanished during the run
             result["appeared"][section], result["vanished"][section] = changes

@@ -216,3 +216,38 @@ def test_recreated_socket_counts_from_zero() -> None:
 def test_socket_key_brackets_ipv6() -> None:
     assert socket_key({"proto": "udp", "local_address": "0.0.0.0", "local_port": 9000}) == "udp 0.0.0.0:9000"  # noqa: S104
     assert socket_key({"proto": "udp6", "local_address": "fe80::1", "local_port": 53}) == "udp6 [fe80::1]:53"
+
+
+def test_a_before_that_could_not_read_a_section_never_makes_a_counters_whole_life_a_delta() -> None:
+    """The ruleset or /proc/net/udp could not be read before: rules and sockets it does not list may have been
+    there, with counts from long before the run. Only those listed on both sides count (40 → 45 packets and
+    5 → 8 drops), not the 1,000,000 packets and 7,000 drops they had counted before the run began."""
+    before = _lab_snapshot()
+    after = advance(before, 5.0, firewall={"nft inet dropscope_lab input #3": {"packets": 5, "bytes": 140}},
+                    sockets={2: 3})  # fmt: skip
+    after["firewall"].update([make_rule("inet", "filter", "input", 9, "tcp dport 22 drop", 1_000_000, 60_000_000)])
+    after["sockets"].append(make_socket("udp", "127.0.0.1", 53, 7_000, inode=9))
+    before["sockets"] = before["sockets"][1:2]  # what was read of the sockets before: inode 2 only
+    before["errors"] = [{"source": "nft -a list ruleset", "error": "exit 1: netlink: Error: cache initialization failed"},
+                        {"source": "/proc/net/udp6", "error": "Permission denied"}]  # fmt: skip
+
+    counters = snapshot_deltas(before, after)["counters"]
+    assert counters["firewall"] == {"nft inet dropscope_lab input #3": {"packets": 5, "bytes": 140}}
+    assert counters["sockets"] == {"udp 0.0.0.0:8000": {"drops": 3}}
+
+    before["errors"] = []  # read whole: a rule or socket it does not list was created during the run
+    counters = snapshot_deltas(before, after)["counters"]
+    assert counters["firewall"]["nft inet filter input #9"] == {"packets": 1_000_000, "bytes": 60_000_000}
+    assert counters["sockets"]["udp 127.0.0.1:53"] == {"drops": 7_000}
+
+
+def test_a_full_socket_list_before_cannot_vouch_for_a_socket_it_left_out() -> None:
+    """The host lists the 200 sockets with most drops: a socket missing from a full list may have had drops."""
+    before = make_snapshot("h1", sockets=[make_socket("udp", "10.0.0.1", 1_000 + n, 500, inode=n) for n in range(200)])
+    after = advance(before, 2.0)
+    after["sockets"] = [*before["sockets"][:199], make_socket("udp", "10.0.0.2", 53, 450, inode=999)]
+    after["sockets"][0] = make_socket("udp", "10.0.0.1", 1_000, 510, inode=0)
+
+    assert snapshot_deltas(before, after)["counters"]["sockets"] == {"udp 10.0.0.1:1000": {"drops": 10}}
+    before["sockets"] = before["sockets"][:199]  # not full: the socket was not there, or had no drops
+    assert snapshot_deltas(before, after)["counters"]["sockets"]["udp 10.0.0.2:53"] == {"drops": 450}
