@@ -228,8 +228,10 @@ def test_a_before_that_could_not_read_a_section_never_makes_a_counters_whole_lif
     after["firewall"].update([make_rule("inet", "filter", "input", 9, "tcp dport 22 drop", 1_000_000, 60_000_000)])
     after["sockets"].append(make_socket("udp", "127.0.0.1", 53, 7_000, inode=9))
     before["sockets"] = before["sockets"][1:2]  # what was read of the sockets before: inode 2 only
-    before["errors"] = [{"source": "nft -a list ruleset", "error": "exit 1: netlink: Error: cache initialization failed"},
-                        {"source": "/proc/net/udp6", "error": "Permission denied"}]  # fmt: skip
+    before["errors"] = [
+        {"source": "nft -a list ruleset", "error": "exit 1: netlink: Error: cache initialization failed"},
+        {"source": "/proc/net/udp6", "error": "Permission denied"},
+    ]
 
     counters = snapshot_deltas(before, after)["counters"]
     assert counters["firewall"] == {"nft inet dropscope_lab input #3": {"packets": 5, "bytes": 140}}
