@@ -16,7 +16,8 @@ rule, so that no drop is counted twice:
   kernel function stands for (locations.yml `reason`) and for `UNKNOWN@FUNCTION` items; the ledger names its
   drops `UNKNOWN@FUNCTION` (`ledger_key`).
 - A host's `drops` are its counted counter drops plus its capture-only drops; `explained` are those with a
-  reason (matched or capture-only); `unexplained` = drops − explained.
+  reason (matched or capture-only; a group without one has its function's meaning from locations.yml, or
+  none: those, `capture_only_unexplained`, are not explained); `unexplained` = drops − explained.
 - A kernel-scope capture shared by several hosts (same boot_id) saw every host's drops: each host matches
   only what its own counters show, its `capture_only` is null (the capture is not its own), and the fleet
   counts the kernel's capture-only drops and kernel-wide counters (softnet) once.
@@ -133,20 +134,26 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
         ledger_rows[index] = entry
 
     capture_only: dict[str, int] = {}
+    meaningless: set[str] = set()  # ledger keys of groups without a reason at a function nobody explains
     for number, group in enumerate(groups):
         if left[number]:
             key = ledger_key(group)
             capture_only[key] = capture_only.get(key, 0) + left[number]
+            if group["reason"] == REASONLESS and knowledge.location(group["location"]) is None:
+                meaningless.add(key)
     counted_total = sum(item[3] for item in plan)
     unexplained = sum(entry["unexplained"] for entry in ledger_rows)
     only = sum(capture_only.values())
+    only_unexplained = sum(capture_only[key] for key in meaningless)
     kernel_rows = [entry for entry, scope in zip(ledger_rows, scopes, strict=True) if scope == "kernel"]
     ledger: JSON = {
         "drops": counted_total + only,
-        "explained": counted_total - unexplained + only,
-        "unexplained": unexplained,
+        "explained": counted_total - unexplained + only - only_unexplained,
+        "unexplained": unexplained + only_unexplained,
         "rows": ledger_rows,
         "capture_only": dict(sorted(capture_only.items(), key=lambda item: (-item[1], item[0]))),
+        "capture_only_unexplained": only_unexplained,
+        "_meaningless": sorted(meaningless),
         "_matched": matched,
         "_explained_reasons": explained_reasons,
         "_kernel": (
@@ -237,10 +244,11 @@ def annotate_directions(host: Mapping[str, Any], ledger: JSON | None, knowledge:
 def share_ledger(ledger: JSON, others: list[str]) -> None:
     """A ledger of a host whose kernel-wide capture is shared with OTHERS: its `capture_only` drops leave it
     (the fleet's ledger counts them once) and its note names the others."""
-    only = sum(ledger["capture_only"].values())
+    only, only_unexplained = sum(ledger["capture_only"].values()), ledger["capture_only_unexplained"]
     ledger["drops"] -= only
-    ledger["explained"] -= only
-    ledger["capture_only"] = None
+    ledger["explained"] -= only - only_unexplained
+    ledger["unexplained"] -= only_unexplained
+    ledger["capture_only"] = ledger["capture_only_unexplained"] = None
     ledger["note"] = SHARED_NOTE.format(hosts=", ".join(others[:5]) + (" …" if len(others) > 5 else ""))
 
 
@@ -250,7 +258,8 @@ def public_ledger(ledger: JSON | None) -> None:
         del ledger[key]  # type: ignore[union-attr]
 
 
-LEDGER_PARTS = ("drops", "explained", "unexplained", "capture_only", "_explained_reasons", "_kernel")
+LEDGER_PARTS = ("drops", "explained", "unexplained", "capture_only", "capture_only_unexplained", "_meaningless",
+                "_explained_reasons", "_kernel")  # fmt: skip
 
 
 def fleet_ledger(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) -> tuple[JSON, dict[int, list[str]]]:
@@ -265,7 +274,7 @@ def fleet_ledger(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) ->
     ledgers = {index: dict(host["ledger"]) for index, host in enumerate(hosts) if host.get("ledger")}
     shares: dict[int, list[str]] = {}
     dedup: dict[int, tuple[int, int]] = {}  # host → (kernel-scope counted, unexplained) counted by another host
-    kernel_only = 0
+    kernel_only = kernel_unexplained = 0  # the kernels' capture-only drops, and those without a meaning
     for kernel in kernels:
         names = list(dict.fromkeys(kernel["hosts"]))
         members = [by_name[name] for name in names if by_name.get(name) in ledgers]
@@ -280,13 +289,15 @@ def fleet_ledger(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) ->
         for member in members:
             for reason, count in ledgers[member]["_explained_reasons"].items():
                 captured[reason] = captured.get(reason, 0) - count
+        meaningless = set(ledgers[counted_from]["_meaningless"])
         kernel_only += sum(count for count in captured.values() if count > 0)
+        kernel_unexplained += sum(count for key, count in captured.items() if count > 0 and key in meaningless)
         for member in members:
             shares[member] = [name for name in names if name != hosts[member]["host"]]
             share_ledger(ledgers[member], shares[member])
             if member != counted_from:
                 dedup[member] = ledgers[member]["_kernel"]
-    fleet = {"drops": kernel_only, "explained": kernel_only, "unexplained": 0}
+    fleet = {"drops": kernel_only, "explained": kernel_only - kernel_unexplained, "unexplained": kernel_unexplained}
     for index, ledger in ledgers.items():
         counted, unexplained = dedup.get(index, (0, 0))
         fleet["drops"] += ledger["drops"] - counted

@@ -114,6 +114,7 @@ def test_closed_udp_port_is_explained_by_no_socket(report: dict) -> None:
         "rows": [{"section": "protocols", "object": None, "counter": "UdpNoPorts", "delta": 300,
                   "explained_by": {"NO_SOCKET": 300}, "unexplained": 0, "where": "kernel"}],
         "capture_only": {},
+        "capture_only_unexplained": 0,
     }  # fmt: skip
     assert host["capture"]["drops"] == [
         {"reason": "NO_SOCKET", "location": "__udp4_lib_rcv", "protocol": "IPv4", "count": 300, "port": 9999,
@@ -153,6 +154,7 @@ def test_qdisc_drops_are_explained_and_transmit_on_the_qdiscs_interface(report: 
              "explained_by": {"QDISC_DROP": 197}, "unexplained": 0, "where": "kernel"},
         ],
         "capture_only": {},
+        "capture_only_unexplained": 0,
     }  # fmt: skip
     assert host["capture"]["drops"] == [
         {"reason": "QDISC_DROP", "location": "__dev_queue_xmit", "protocol": "IPv4", "count": 197, "port": 9,
@@ -174,6 +176,7 @@ def test_a_drop_only_the_nic_counts_is_unexplained_by_the_kernel_in_the_nics_wor
              "explained_by": {}, "unexplained": 1_234, "where": "nic"},
         ],
         "capture_only": {},
+        "capture_only_unexplained": 0,
     }  # fmt: skip
     finding = next(f for f in host["findings"] if f["kind"] == "unexplained")
     assert (finding["key"], finding["severity"], finding["title"]) == (
@@ -209,6 +212,7 @@ def test_capture_only_reasons_and_drops_the_capture_cannot_see(report: dict) -> 
                      " only these counters show them"},
         ],
         "capture_only": {"NO_SOCKET": 7, "SOCKET_CLOSE": 2},
+        "capture_only_unexplained": 0,
     }  # fmt: skip
     finding = next(f for f in host["findings"] if f["kind"] == "unexplained")
     assert (finding["key"], finding["severity"], finding["evidence"]["count"]) == ("unexplained:kernel", "warning", 12)

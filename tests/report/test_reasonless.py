@@ -224,3 +224,31 @@ def test_firewall_drops_of_5_17_to_5_19_are_explained_by_not_specified_at_nf_hoo
     ledger = report["hosts"][0]["ledger"]
     assert [(row["object"], row["explained_by"], row["unexplained"]) for row in ledger["rows"]] == [
         (key, {"NOT_SPECIFIED": 12}, 0)]  # fmt: skip
+
+
+def test_drops_without_a_reason_at_a_function_nobody_explains_are_not_explained(tmp_path: Path) -> None:
+    """No reason and no locations.yml meaning (vxlan_rcv): the capture saw 40 drops, nothing says why. The
+    ledger counts them as unexplained (`capture_only_unexplained`); 33 at tcp_v4_do_rcv have a meaning. On a
+    kernel shared by two hosts the fleet counts both once, with the same split."""
+    drops = [{"reason": "UNKNOWN", "location": "tcp_v4_do_rcv", "offset": "0x8e", "protocol": "IPv4", "count": 33},
+             {"reason": "UNKNOWN", "location": "vxlan_rcv", "offset": "0x1d2", "protocol": "IPv4", "count": 40}]  # fmt: skip
+    host = _host(tmp_path / "one", drops)
+    assert [(f["key"], f["known"], f["evidence"]["count"]) for f in host["findings"]] == [
+        ("location:vxlan_rcv", False, 40), ("location:tcp-socket-discard", True, 33)]  # fmt: skip
+    ledger = host["ledger"]
+    assert (ledger["drops"], ledger["explained"], ledger["unexplained"]) == (73, 33, 40)
+    assert ledger["capture_only"] == {"UNKNOWN@vxlan_rcv": 40, "UNKNOWN@tcp_v4_do_rcv": 33}
+    assert ledger["capture_only_unexplained"] == 40
+
+    shared = "5a4ed000-0000-4000-8000-0000000000d2"
+    hosts = []
+    for name in ("a", "b"):
+        before = make_snapshot(name, boot_id=shared)
+        capture = make_capture(shared, drops, backend="perf", duration_s=SECONDS)
+        hosts.append(make_host(name, before=before, capture=capture, after=advance(before, SECONDS)))
+    report = build_report(write_run(tmp_path / "shared" / "run", hosts))
+    assert report["fleet"]["ledger"] == {"drops": 73, "explained": 33, "unexplained": 40}
+    for host in report["hosts"]:  # the kernel's capture-only drops are the fleet's, counted once
+        ledger = host["ledger"]
+        assert (ledger["drops"], ledger["explained"], ledger["unexplained"]) == (0, 0, 0)
+        assert (ledger["capture_only"], ledger["capture_only_unexplained"]) == (None, None)
