@@ -230,8 +230,10 @@ def test_drops_without_a_reason_at_a_function_nobody_explains_are_not_explained(
     """No reason and no locations.yml meaning (vxlan_rcv): the capture saw 40 drops, nothing says why. The
     ledger counts them as unexplained (`capture_only_unexplained`); 33 at tcp_v4_do_rcv have a meaning. On a
     kernel shared by two hosts the fleet counts both once, with the same split."""
-    drops = [{"reason": "UNKNOWN", "location": "tcp_v4_do_rcv", "offset": "0x8e", "protocol": "IPv4", "count": 33},
-             {"reason": "UNKNOWN", "location": "vxlan_rcv", "offset": "0x1d2", "protocol": "IPv4", "count": 40}]  # fmt: skip
+    drops = [
+        {"reason": "UNKNOWN", "location": "tcp_v4_do_rcv", "offset": "0x8e", "protocol": "IPv4", "count": 33},
+        {"reason": "UNKNOWN", "location": "vxlan_rcv", "offset": "0x1d2", "protocol": "IPv4", "count": 40},
+    ]
     host = _host(tmp_path / "one", drops)
     assert [(f["key"], f["known"], f["evidence"]["count"]) for f in host["findings"]] == [
         ("location:vxlan_rcv", False, 40), ("location:tcp-socket-discard", True, 33)]  # fmt: skip
