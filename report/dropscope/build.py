@@ -52,6 +52,7 @@ from dropscope.load import (
     HostRecord,
     load_host,
     load_manifest,
+    qdisc_containers,
     rule_texts,
     run_warnings,
 )
@@ -355,7 +356,7 @@ def prepare_host(
     moved_rules = host["counters"].get("firewall") or {}
     host["firewall_rules"] = {key: texts[key] for key in moved_rules if key in texts}
     decode_reasons(host, knowledge)
-    rows = drop_counter_rows(host, texts, knowledge)
+    rows = drop_counter_rows(host, texts, knowledge, qdisc_containers(record))
     host["drop_counters"] = drop_counter_marks(rows)
     ledger, unexplained = host_ledger(host, rows, knowledge)
     host["findings"] = sort_findings([*host_findings(host, rows, knowledge), *unexplained])

@@ -110,12 +110,18 @@ def render_template(template: str, values: Mapping[str, Any]) -> str:
 # Counter rows of one host
 
 
-def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], knowledge: KnowledgeBase) -> list[JSON]:
+def drop_counter_rows(
+    host: Mapping[str, Any],
+    rule_texts: Mapping[str, str],
+    knowledge: KnowledgeBase,
+    containers: Mapping[str, str] | None = None,
+) -> list[JSON]:
     """The host's drop counters that moved: {section, object, counter, delta, rate, detail, scope, _key, _rule}.
 
     A counter is a drop counter when the knowledge base says so (`KnowledgeBase.drop_rule`; a firewall
     rule's packets only when its text in RULE_TEXTS drops or rejects). `_key` is the counters.yml entry;
     `_rule` is that entry unless it is `generic` (a name-only match the knowledge base knows nothing about).
+    A qdisc's row has `_inside`: the classful qdisc it sits in (CONTAINERS, `load.qdisc_containers`), if any.
     """
     interval = host.get("interval_s")
     rows: list[JSON] = []
@@ -144,6 +150,7 @@ def drop_counter_rows(host: Mapping[str, Any], rule_texts: Mapping[str, str], kn
                 "_rule": rule,
                 "_owner": owner,
                 "_driver": driver,
+                "_inside": (containers or {}).get(obj or "") if section == "qdiscs" else None,
             }
         )
     return rows

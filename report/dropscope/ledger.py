@@ -64,6 +64,17 @@ def _accounts(knowledge: KnowledgeBase, group: Mapping[str, Any], reason: str, l
     return group["reason"] == reason or knowledge.stand_in(group["reason"], group["location"]) == reason
 
 
+def _contained(row: Mapping[str, Any], entries: list[tuple[JSON, Any]]) -> list[JSON]:
+    """For a qdisc's row: the rows of the same counter of the qdiscs directly inside it, which it counts again (a
+    classful qdisc adds its children's drops to its own: tbf above pfifo, mq above its queues' qdiscs; a child
+    that is classful itself already counts its own children)."""
+    if row["section"] != "qdiscs":
+        return []
+    return [other for other, _ in entries
+            if other is not row and other["section"] == "qdiscs" and other["counter"] == row["counter"]
+            and other.get("_inside") == row["object"]]  # fmt: skip
+
+
 def _nic_words(row: Mapping[str, Any]) -> str:
     """How the NIC names a counter: an ethtool counter in the driver's words, else the kernel's name."""
     counter = row["counter"]
@@ -93,7 +104,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
             entries.append((row, known))
     plan = []
     for row, known in entries:
-        siblings = known.siblings(row, [other for other, _ in entries])
+        siblings = known.siblings(row, [other for other, _ in entries]) + _contained(row, entries)
         counted = max(0, row["delta"] - sum(other["delta"] for other in siblings)) if siblings else row["delta"]
         plan.append((row, known, siblings, counted))
 

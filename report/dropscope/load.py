@@ -397,3 +397,43 @@ def rule_texts(record: HostRecord | None) -> dict[str, str]:
             if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
                 texts[key] = rule["rule"]
     return texts
+
+
+def qdisc_containers(record: HostRecord | None) -> dict[str, str]:
+    """Qdisc key → the key of the classful qdisc it sits in (same device, the handle of its parent class's
+    major), from the host's latest snapshot. A classful qdisc counts its children's drops as its own too (tbf
+    2: dropped 194 above its pfifo 20: dropped 194, tests/data/tc_qdisc_text_iproute2_4.14.txt; mq sums its
+    queues' qdiscs).
+
+    >>> snapshot = {"qdiscs": {"eth0 mq 1:": {"dev": "eth0", "handle": "1:", "parent": "root"},
+    ...     "eth0 pfifo_fast 0: parent 1:1": {"dev": "eth0", "handle": "0:", "parent": "1:1"},
+    ...     "eth0 pfifo_fast 0: parent 1:2": {"dev": "eth0", "handle": "0:", "parent": "1:2"}}}
+    >>> record = HostRecord("h", "h.json", "ok", after=snapshot)
+    >>> qdisc_containers(record)["eth0 pfifo_fast 0: parent 1:2"]
+    'eth0 mq 1:'
+    """
+    snapshot = (record.after or record.before) if record is not None else None
+    qdiscs = {key: q for key, q in ((snapshot or {}).get("qdiscs") or {}).items() if isinstance(q, dict)}
+    containers: dict[str, str] = {}
+    for key, qdisc in qdiscs.items():
+        parent = str(qdisc.get("parent") or "")
+        if ":" not in parent or parent == "root":
+            continue
+        major = (parent.split(":")[0] or "0") + ":"
+        found = [
+            other
+            for other, candidate in qdiscs.items()
+            if other != key
+            and candidate.get("dev") == qdisc.get("dev")
+            and _handle(candidate.get("handle")) == _handle(major)
+            and _handle(str(candidate.get("parent") or "").split(":")[0] + ":") != _handle(major)  # not a sibling
+        ]
+        if len(found) == 1:
+            containers[key] = found[0]
+    return containers
+
+
+def _handle(handle: Any) -> str:
+    """A qdisc handle as tc prints it, in one form ("0:" and ":" are the same; hex digits lower case)."""
+    major = str(handle or "").split(":")[0].lower().lstrip("0")
+    return (major or "0") + ":"

@@ -317,3 +317,29 @@ def test_a_shared_kernel_counted_from_an_undiagnosed_host(tmp_path: Path) -> Non
     assert report["hosts"][0]["ledger"]["capture_only"] is None
     # c1's 100 + softnet 4, and the 205 NO_SOCKET the kernel saw beyond c1's counter, once.
     assert report["fleet"]["ledger"] == {"drops": 100 + 4 + 205, "explained": 305, "unexplained": 4}
+
+
+def test_a_classful_qdisc_counts_its_childs_drops_once(tmp_path: Path) -> None:
+    """iproute2 4.14.1 (tests/data/tc_qdisc_text_iproute2_4.14.txt): tbf 2: shows dropped 194 because its child
+    pfifo 20: dropped 194 (tbf adds a child's drops to its own); tbf 3: dropped 198 alone. The capture saw 392
+    QDISC_DROP: the ledger counts 392 drops, all explained, not 586 with 194 unexplained."""
+    from ansible_collections.dropscope.drops.plugins.module_utils.tc_qdisc import parse_tc_qdisc_text
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "tc_qdisc_text_iproute2_4.14.txt"
+    after_qdiscs = parse_tc_qdisc_text(sample.read_text(encoding="utf-8"))
+    before_qdiscs = {key: {**qdisc, "dropped": 0} for key, qdisc in after_qdiscs.items()}
+    before = make_snapshot("old-tc", qdiscs=before_qdiscs)
+    after = advance(before, SECONDS)
+    after["qdiscs"] = after_qdiscs
+    capture = make_capture(before["system"]["boot_id"], [drop("QDISC_DROP", "__dev_queue_xmit", 392)],
+                           backend="bpftrace", duration_s=SECONDS)  # fmt: skip
+    host = build_report(write_run(tmp_path / "run", [make_host("old-tc", before=before, capture=capture, after=after)]))
+    ledger = host["hosts"][0]["ledger"]
+    assert [(row["object"], row["delta"], row.get("counted"), row["explained_by"], row["unexplained"])
+            for row in ledger["rows"]] == [
+        ("dh4c pfifo 20:", 194, None, {"QDISC_DROP": 194}, 0),
+        ("dh4c tbf 2:", 194, 0, {}, 0),
+        ("dh4e tbf 3:", 198, None, {"QDISC_DROP": 198}, 0),
+    ]  # fmt: skip
+    assert ledger["rows"][1]["duplicate_of"] == [["qdiscs", "dh4c pfifo 20:", "dropped"]]
+    assert (ledger["drops"], ledger["explained"], ledger["unexplained"], ledger["capture_only"]) == (392, 392, 0, {})
