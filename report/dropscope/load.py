@@ -414,19 +414,19 @@ def qdisc_containers(record: HostRecord | None) -> dict[str, str]:
     """
     snapshot = (record.after or record.before) if record is not None else None
     qdiscs = {key: q for key, q in ((snapshot or {}).get("qdiscs") or {}).items() if isinstance(q, dict)}
+    by_handle: dict[tuple[Any, str], list[str]] = {}  # (dev, handle) → keys (mq's children share one handle)
+    for key, qdisc in qdiscs.items():
+        by_handle.setdefault((qdisc.get("dev"), _handle(qdisc.get("handle"))), []).append(key)
     containers: dict[str, str] = {}
     for key, qdisc in qdiscs.items():
         parent = str(qdisc.get("parent") or "")
         if ":" not in parent or parent == "root":
             continue
-        major = (parent.split(":")[0] or "0") + ":"
+        major = _handle(parent)
         found = [
             other
-            for other, candidate in qdiscs.items()
-            if other != key
-            and candidate.get("dev") == qdisc.get("dev")
-            and _handle(candidate.get("handle")) == _handle(major)
-            and _handle(str(candidate.get("parent") or "").split(":")[0] + ":") != _handle(major)  # not a sibling
+            for other in by_handle.get((qdisc.get("dev"), major), [])
+            if other != key and _handle(qdiscs[other].get("parent")) != major  # a sibling sits in it too
         ]
         if len(found) == 1:
             containers[key] = found[0]
@@ -434,6 +434,7 @@ def qdisc_containers(record: HostRecord | None) -> dict[str, str]:
 
 
 def _handle(handle: Any) -> str:
-    """A qdisc handle as tc prints it, in one form ("0:" and ":" are the same; hex digits lower case)."""
+    """The major number of a qdisc handle or class id as tc prints it, in one form ("0:", ":" and ":1" all
+    give "0:"; "1:2" gives "1:"; hex digits lower case; "root" stays "root:")."""
     major = str(handle or "").split(":")[0].lower().lstrip("0")
     return (major or "0") + ":"

@@ -343,3 +343,29 @@ def test_a_classful_qdisc_counts_its_childs_drops_once(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert ledger["rows"][1]["duplicate_of"] == [["qdiscs", "dh4c pfifo 20:", "dropped"]]
     assert (ledger["drops"], ledger["explained"], ledger["unexplained"], ledger["capture_only"]) == (392, 392, 0, {})
+
+
+def test_which_qdisc_each_sits_in_on_recorded_tc_outputs() -> None:
+    """`tc -s qdisc show` of iproute2 4.14.1 and `tc -s -j qdisc show` of the lab (tests/data): mq, htb and tbf
+    hold their children; mq's children that share handle 0: are told apart by their parent; ingress and root
+    qdiscs sit in nothing."""
+    from ansible_collections.dropscope.drops.plugins.module_utils.tc_qdisc import (
+        parse_tc_qdisc_json,
+        parse_tc_qdisc_text,
+    )
+    from dropscope.load import HostRecord, qdisc_containers
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    text = parse_tc_qdisc_text((data / "tc_qdisc_text_iproute2_4.14.txt").read_text(encoding="utf-8"))
+    assert qdisc_containers(HostRecord("h", "h.json", "ok", after={"qdiscs": text})) == {
+        "dh4a pfifo_fast 12:": "dh4a mq 1:",
+        "dh4a pfifo_fast 11:": "dh4a mq 1:",
+        "dh4d bfifo 40:": "dh4d htb 4:",
+        "dh4c pfifo 20:": "dh4c tbf 2:",
+    }
+    lab = parse_tc_qdisc_json((data / "tc_qdisc.json").read_text(encoding="utf-8"))
+    assert qdisc_containers(HostRecord("h", "h.json", "ok", after={"qdiscs": lab})) == {
+        "dsq-peer pfifo 10:": "dsq-peer tbf 1:",
+        "dsm0 pfifo_fast 0: parent 1:2": "dsm0 mq 1:",
+        "dsm0 pfifo_fast 0: parent 1:1": "dsm0 mq 1:",
+    }
