@@ -439,13 +439,24 @@ def _counter_entry(rule: CounterRule | None, knowledge: KnowledgeBase) -> tuple[
     return None, rule.entry
 
 
-def _folded_counters(rows: list[JSON], indexes: list[int], knowledge: KnowledgeBase) -> dict[int, int]:
-    """Among ROWS[INDEXES], the counters that count nothing beyond a more precise sibling that also moved (the
-    ledger's `duplicate_of`: an interface's rx_missed_errors beside the driver's own ethtool rx_missed_errors),
-    each → the row index of the sibling whose finding it joins (one NIC problem, one finding)."""
+def _counter_group(row: Mapping[str, Any]) -> str:
+    """The key of a counter finding of its own: `counter:ID` of its counters.yml entry, else SECTION/COUNTER."""
+    rule = row["_rule"]
+    return f"counter:{rule.id}" if rule else f"counter:{row['section']}/{row['counter']}"
+
+
+def _folded_counters(
+    rows: list[JSON], indexes: list[int], grouped: set[int], knowledge: KnowledgeBase
+) -> dict[int, int]:
+    """Among ROWS[INDEXES] not yet GROUPED, the counters that count nothing beyond a more precise sibling among
+    ROWS[INDEXES] that also moved (the ledger's `duplicate_of`: an interface's rx_missed_errors beside the
+    driver's own ethtool rx_missed_errors), each → the row index of the sibling whose finding it joins (one NIC
+    problem, one finding)."""
     candidates = [rows[index] for index in indexes]
     folded: dict[int, int] = {}
     for index in indexes:
+        if index in grouped:
+            continue
         row = rows[index]
         known = knowledge.ledger_rule(row["_rule"], row["counter"]) if row["_rule"] else None
         siblings = known.siblings(row, candidates) if known else []
@@ -519,7 +530,7 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
         reason, _ = _counter_entry(rows[index]["_rule"], knowledge)
         if reason:
             by_group.setdefault(reason, []).append(index)
-    folded = _folded_counters(rows, leftover, knowledge)
+    folded = _folded_counters(rows, leftover, {i for members in by_group.values() for i in members}, knowledge)
     for index in leftover:
         if index in folded or any(index in members for members in by_group.values()):
             continue
@@ -529,15 +540,11 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
         if home is not None:
             by_group[home].append(index)
             continue
-        rule = rows[index]["_rule"]
-        group = f"counter:{rule.id}" if rule else f"counter:{rows[index]['section']}/{rows[index]['counter']}"
-        by_group.setdefault(group, []).append(index)
+        by_group.setdefault(_counter_group(rows[index]), []).append(index)
     for index, sibling in folded.items():
         home = next((group for group, members in by_group.items() if sibling in members), None)
-        if home is None:  # not reached: a sibling always has a group; kept so that no row is ever lost
-            rule = rows[index]["_rule"]
-            home = f"counter:{rule.id}" if rule else f"counter:{rows[index]['section']}/{rows[index]['counter']}"
-        by_group.setdefault(home, []).append(index)
+        # (a sibling always has a group by now; its own group is the fallback so that no row is ever lost)
+        by_group.setdefault(home or _counter_group(rows[index]), []).append(index)
     for group, members in by_group.items():
         group_rows = [rows[index] for index in members]
         rule = group_rows[0]["_rule"]

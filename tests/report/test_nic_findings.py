@@ -160,3 +160,23 @@ def test_a_counter_that_repeats_the_drivers_own_joins_its_finding(tmp_path) -> N
 
     more = [f for f in _host(report, "more")["findings"] if f["kind"] == "counter"]
     assert sorted(f["key"] for f in more) == ["counter:if-rx-missed", "counter:nic-intel-missed"]
+
+
+def test_a_counter_already_in_a_reasons_finding_is_listed_there_once(tmp_path) -> None:
+    """A socket's drops stand for SOCKET_RCVBUFF and duplicate UdpRcvbufErrors (also SOCKET_RCVBUFF): with no
+    capture to explain them, the one finding lists each of the three counters once."""
+    from dropscope_lab.synthetic import make_socket
+
+    before = make_snapshot("udp", protocols={"UdpRcvbufErrors": 0, "UdpInErrors": 0},
+                           sockets=[make_socket("udp", "0.0.0.0", 8000, 1, inode=7)])  # noqa: S104  # fmt: skip
+    after = advance(before, SECONDS, protocols={"UdpRcvbufErrors": 50, "UdpInErrors": 50}, sockets={7: 50})
+    capture = make_capture(before["system"]["boot_id"], [], backend="bpftrace", duration_s=SECONDS)
+    report = build_report(write_run(tmp_path / "run", [make_host("udp", before=before, capture=capture, after=after)]))
+    (finding,) = [f for f in _host(report, "udp")["findings"] if f["kind"] == "counter"]
+    assert finding["key"] == "SOCKET_RCVBUFF"
+    rows = finding["evidence"]["counters"]
+    assert [(row["section"], row["object"], row["counter"], row["delta"]) for row in rows] == [
+        ("protocols", None, "UdpRcvbufErrors", 50),
+        ("sockets", "udp 0.0.0.0:8000", "drops", 50),
+        ("protocols", None, "UdpInErrors", 50),
+    ]  # fmt: skip
