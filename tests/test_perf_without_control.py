@@ -56,5 +56,5 @@ def test_perf_versions_with_and_without_control():
     assert [perf_capture.has_control(v) for v in ("4.15.18", "4.18.0", "5.10.0", "5.11", "6.1.76")] == [
         False, False, False, True, True]
     legacy = perf_capture.record_command("perf", "sleep", "perf.data", 10, control=False)
-    assert legacy == ["perf", "record", "-a", "-e", "skb:kfree_skb", "--max-size", "256M", "-o", "perf.data",
-                      "--", "sleep", "10"]
+    assert legacy == ["perf", "record", "-a", "-e", "skb:kfree_skb", "--max-size", "256M", "--no-buildid",
+                      "-o", "perf.data", "--", "sleep", "10"]

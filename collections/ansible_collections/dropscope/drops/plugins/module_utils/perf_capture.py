@@ -67,7 +67,9 @@ def record_command(perf, sleep, output, deadline_s, stacks=False, max_size_mb=25
     argv = [perf, "record", "-a", "-e", "skb:kfree_skb"]
     if stacks:
         argv.append("-g")
-    argv += ["--max-size", "%dM" % max_size_mb]
+    # No build-id pass at exit: perf would read perf.data again and copy the vDSO to /tmp/perf-vdso.so-XXXXXX,
+    # a file left behind whenever perf is killed there; `perf script` on the same host does not need build-ids.
+    argv += ["--max-size", "%dM" % max_size_mb, "--no-buildid"]
     if control:
         argv += ["-D", "-1", "--control", "fifo:%s,%s" % (ctl, ack)]
     argv += ["-o", output, "--", sleep, str(deadline_s)]

@@ -259,8 +259,8 @@ capture:
       description: The command that ran, as a list of arguments (for tracefs, the instance and event).
       type: list
       elements: str
-      sample: ["/usr/bin/perf", "record", "-a", "-e", "skb:kfree_skb", "--max-size", "256M", "-o", "perf.data",
-               "--", "/usr/bin/sleep", "10"]
+      sample: ["/usr/bin/perf", "record", "-a", "-e", "skb:kfree_skb", "--max-size", "256M", "--no-buildid",
+               "-o", "perf.data", "--", "/usr/bin/sleep", "10"]
     events:
       description: Number of kfree_skb events seen.
       type: int

@@ -377,7 +377,7 @@ def test_check_mode_names_the_command_and_why(hosts):
     check = cb.describe_capture(reader, plan)
     # Events off until `enable` on the control FIFO; `sleep` is the capture's own deadline (duration + 60 s).
     assert check["command"] == ["/usr/bin/perf", "record", "-a", "-e", "skb:kfree_skb", "-g", "--max-size", "256M",
-                                "-D", "-1", "--control", "fifo:perf.ctl,perf.ack", "-o", "perf.data", "--", "sleep", "67"]
+                                "--no-buildid", "-D", "-1", "--control", "fifo:perf.ctl,perf.ack", "-o", "perf.data", "--", "sleep", "67"]
     assert check["auto"] == {
         "requested": "auto", "chosen": "perf",
         "why": "perf is the cheapest rung that works here; bpftrace unavailable: bpftrace not installed (package"

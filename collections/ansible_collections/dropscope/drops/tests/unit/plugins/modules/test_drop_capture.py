@@ -69,7 +69,8 @@ def test_check_mode_returns_the_command_without_capturing(capsys):
     assert capture["command"][1:6] == ["record", "-a", "-e", "skb:kfree_skb", "-g"]
     # perf's own deadline is the capture's (duration + 60 s); the window is driven through its control FIFO.
     assert capture["command"][-3:] == ["--", capture["command"][-2], "67"]
-    assert capture["command"][8:12] == ["-D", "-1", "--control", "fifo:perf.ctl,perf.ack"]
+    assert capture["command"][6:13] == ["--max-size", "256M", "--no-buildid", "-D", "-1", "--control",
+                                        "fifo:perf.ctl,perf.ack"]  # fmt: skip
     assert capture["events"] == 0
     # Check mode reads no counters.
     assert (result["before"], result["after"]) == (None, None) and "window" not in capture
