@@ -103,6 +103,8 @@ def capture_summary(capture: JSON | None) -> JSON | None:
     for key in ("window", "locations", "peers", "subsystem_reasons"):
         if isinstance(capture.get(key), dict):
             summary[key] = capture[key]
+    if (capture.get("sample_one_in") or 1) > 1:  # the rate guard sampled: the counts are estimates
+        summary["sample_one_in"] = capture["sample_one_in"]
     return summary
 
 

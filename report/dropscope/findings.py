@@ -32,6 +32,7 @@ from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second
 from dropscope.formatting import rate_phrase
 from dropscope.knowledge_base import REASONLESS, SEVERITIES, SEVERITY_RANK, CounterRule, KnowledgeBase
 from dropscope.load import JSON
+from dropscope.sampling import margin, one_in
 
 VERDICTS = ("ok", "warning", "problem")
 VERDICT_OF_SEVERITY = {"info": "ok", "warning": "warning", "problem": "problem"}
@@ -261,11 +262,14 @@ def _row_phrase(row: JSON) -> str:
     return f"{row['counter']} +{delta}{rate}"
 
 
-def _capture_phrase(reason: str | None, drops: list[JSON], duration: float | None) -> str:
+def _capture_phrase(reason: str | None, drops: list[JSON], duration: float | None, sampled: int = 1) -> str:
     count = sum(drop["count"] for drop in drops)
     locations = ", ".join(dict.fromkeys(drop["location"] for drop in drops))
     rate = f" ({rate_phrase(count / duration)})" if duration else ""
     what = reason or "drops (this capture has no drop reasons)"
+    if sampled > 1:  # an estimate: its ±2σ and how it was sampled
+        spread = f"~{count:,} ± {margin(count, sampled):,}"
+        return f"kfree_skb saw {spread} {what} at {locations}{rate}, counting 1 in {sampled}"
     return f"kfree_skb saw {count:,} {what} at {locations}{rate}"
 
 
@@ -309,8 +313,10 @@ def make_finding(
     fallback_title: str,
     default_cap: str | None = None,
     summed: bool = False,
+    sampled: int = 1,
 ) -> JSON:
-    """One finding from its capture drops and/or counter rows (SUMMED: rows count different drops: add them)."""
+    """One finding from its capture drops and/or counter rows (SUMMED: rows count different drops: add them;
+    SAMPLED > 1: the capture counted 1 in that many drops, its counts are estimates)."""
     entry = entry or {}
     if drops:
         count = sum(drop["count"] for drop in drops)
@@ -331,7 +337,7 @@ def make_finding(
     qdisc, dev = _qdisc_words(rows)
     first = rows[0] if rows else {}
     context = {
-        "count": f"{count:,}",
+        "count": f"~{count:,}" if drops and sampled > 1 else f"{count:,}",
         "rate": rate_phrase(rate),
         "reason": reason or "",
         "location": ", ".join(dict.fromkeys(drop["location"] for drop in drops)) or "–",
@@ -356,7 +362,7 @@ def make_finding(
             template = "{host}: counter {counter} grew" + (" on {object}" if first.get("object") else "")
     phrases = [_row_phrase(row) for row in rows]
     if drops:
-        phrases.append(_capture_phrase(reason, drops, duration))
+        phrases.append(_capture_phrase(reason, drops, duration, sampled))
     advice = entry.get("advice") or (
         "dropscope has no advice for this reason yet: look at the kernel function and its call stack."
         if reason or drops
@@ -520,6 +526,7 @@ def host_findings(host: Mapping[str, Any], rows: list[JSON], knowledge: Knowledg
                     f"Drops in {group.removeprefix('location:')}" if location else f"Dropped with reason {group}"
                 ),
                 default_cap=None if entry is not None else "warning",
+                sampled=one_in(capture),
             )
         )
 

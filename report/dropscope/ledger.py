@@ -18,6 +18,11 @@ rule, so that no drop is counted twice:
 - A host's `drops` are its counted counter drops plus its capture-only drops; `explained` are those with a
   reason (matched or capture-only; a group without one has its function's meaning from locations.yml, or
   none: those, `capture_only_unexplained`, are not explained); `unexplained` = drops − explained.
+- A sampled capture (`sample_one_in` N > 1: the rate guard made bpftrace count 1 in N drops) gives estimates:
+  a counter the capture can account for whose shortfall is within LEDGER_SIGMAS standard deviations of an
+  estimate of its `counted` drops has that shortfall `within_error` (explained, not unexplained); what is left
+  of a group that some counter took from, within the same spread of the group's estimate, is the estimate's
+  excess (`sampling_excess`), not drops no counter shows (dropscope.sampling).
 - A kernel-scope capture shared by several hosts (same boot_id) saw every host's drops: each host matches
   only what its own counters show, its `capture_only` is null (the capture is not its own), and the fleet
   counts the kernel's capture-only drops and kernel-wide counters (softnet) once.
@@ -35,6 +40,7 @@ from dropscope.deltas import per_second
 from dropscope.findings import firewall_chain, make_finding, render_template
 from dropscope.knowledge_base import REASONLESS, KnowledgeBase
 from dropscope.load import JSON
+from dropscope.sampling import LEDGER_SIGMAS, one_in, spread
 
 PLACES = ("kernel", "nic")
 PHRASES_SHOWN = 3  # counters named in an unexplained finding's explanation; the ledger lists them all
@@ -93,6 +99,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
         return None, []
     capture = host.get("capture") or {}
     groups = (capture.get("drops") or []) if capture.get("status") == "ok" else []
+    sampled = one_in(capture) if capture.get("status") == "ok" else 1
     left = [group["count"] for group in groups]
     matched: dict[int, JSON] = {}
 
@@ -128,6 +135,9 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
                     matched.setdefault(number, row)
         for reason, count in explained.items():
             explained_reasons[reason] = explained_reasons.get(reason, 0) + count
+        within_error = need if sampled > 1 and known.accounted_by and need <= spread(
+            counted, sampled, LEDGER_SIGMAS) else 0
+        need -= within_error
         entry: JSON = {
             "section": row["section"],
             "object": row["object"],
@@ -140,13 +150,19 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
         if siblings:
             entry["duplicate_of"] = [[other["section"], other["object"], other["counter"]] for other in siblings]
             entry["counted"] = counted
+        if within_error:
+            entry["within_error"] = within_error
         if known.note and need:
             entry["note"] = known.note
         ledger_rows[index] = entry
 
     capture_only: dict[str, int] = {}
     meaningless: set[str] = set()  # ledger keys of groups without a reason at a function nobody explains
+    excess = 0  # what is left of sampled groups that counters took from, within the estimate's spread
     for number, group in enumerate(groups):
+        if left[number] and number in matched and left[number] <= spread(group["count"], sampled, LEDGER_SIGMAS):
+            excess += left[number]
+            left[number] = 0
         if left[number]:
             key = ledger_key(group)
             capture_only[key] = capture_only.get(key, 0) + left[number]
@@ -164,6 +180,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
         "rows": ledger_rows,
         "capture_only": dict(sorted(capture_only.items(), key=lambda item: (-item[1], item[0]))),
         "capture_only_unexplained": only_unexplained,
+        **({"sample_one_in": sampled, "sampling_excess": excess} if sampled > 1 else {}),
         "_meaningless": sorted(meaningless),
         "_matched": matched,
         "_explained_reasons": explained_reasons,

@@ -216,6 +216,9 @@ def validate_capture(capture: Any, where: str = "capture") -> None:
         _field(capture, "drops", prefix)
     for name in ("events", "lost_events"):
         _typed(capture.get(name), int, "an integer", prefix + name, nullable=True)
+    sampled = _typed(capture.get("sample_one_in"), int, "an integer", prefix + "sample_one_in", nullable=True)
+    if sampled is not None and sampled < 1:
+        raise HostDataError(f"'{prefix}sample_one_in' is {sampled}, expected 1 or more (1 in how many drops counted)")
     drops = _typed(capture.get("drops") or [], list, "a list", prefix + "drops")
     for index, drop in enumerate(drops):
         at = f"{prefix}drops[{index}]"
@@ -279,6 +282,12 @@ def _capture_notes(capture: JSON | None) -> list[str]:
         )
     if capture.get("truncated"):
         notes.append("capture: the capture was truncated; counts are a lower bound")
+    if (capture.get("sample_one_in") or 1) > 1:
+        notes.append(
+            f"capture: the rate guard counted 1 in {capture['sample_one_in']} drops, chosen at random in the kernel:"
+            f" counts are estimates (a count C is within 2·√(C·{capture['sample_one_in'] - 1}) of the true count"
+            " 19 times in 20)"
+        )
     if capture.get("status") == "ok" and capture.get("lost_events"):
         notes.append(f"capture: {capture['lost_events']} events were lost; counts are a lower bound")
     locations = capture.get("locations")

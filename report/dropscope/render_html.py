@@ -159,9 +159,25 @@ def _ledger_view(ledger: JSON | None) -> list | None:
     if not ledger:
         return None
     rows = [[row["object"], row["counter"], row["delta"], list(row["explained_by"].items()), row["unexplained"],
-             row["where"], "duplicate_of" in row, row.get("note")] for row in ledger["rows"]]  # fmt: skip
+             row["where"], "duplicate_of" in row, _ledger_row_note(row, ledger)] for row in ledger["rows"]]  # fmt: skip
     only = list((ledger.get("capture_only") or {}).items())
-    return [ledger["drops"], ledger["explained"], ledger["unexplained"], rows, only, ledger.get("note")]
+    notes = [ledger.get("note")]
+    if ledger.get("sample_one_in"):
+        notes.append(
+            f"the capture counted 1 in {ledger['sample_one_in']} drops (rate guard): its counts are estimates;"
+            f" differences within their error are not unexplained ({ledger['sampling_excess']:,} estimated beyond"
+            " the counters)"
+        )
+    return [ledger["drops"], ledger["explained"], ledger["unexplained"], rows, only,
+            " · ".join(note for note in notes if note) or None]  # fmt: skip
+
+
+def _ledger_row_note(row: Mapping[str, Any], ledger: Mapping[str, Any]) -> str | None:
+    """A ledger row's note, and how much of its delta a sampled capture's error covers."""
+    notes = [row.get("note")]
+    if row.get("within_error"):
+        notes.append(f"{row['within_error']:,} within the sampled estimates' error (1 in {ledger['sample_one_in']})")
+    return "; ".join(note for note in notes if note) or None
 
 
 def fact_text(fact: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ PIPELINE = (
     "load", "deltas", "findings", "ledger", "who", "advice", "cohorts", "build", "render_json", "render_html",
     "history", "pipeline", "report", "compare", "check", "fix", "trend", "cli", "__main__",
 )
-LEAVES = ("dropscope", "knowledge_base", "formatting", "commands")
+LEAVES = ("dropscope", "knowledge_base", "formatting", "commands", "sampling")
 RENDERERS = ("render_json", "render_html", "history", "report", "compare", "check", "fix", "trend")
 RENDERERS_MAY_IMPORT = {"build", "load", "render_json", "render_html", "history", "pipeline", "compare", *LEAVES}
 # compare: trend uses its rule; pipeline: report streams the builder and the renderers through it

@@ -369,3 +369,48 @@ def test_which_qdisc_each_sits_in_on_recorded_tc_outputs() -> None:
         "dsm0 pfifo_fast 0: parent 1:2": "dsm0 mq 1:",
         "dsm0 pfifo_fast 0: parent 1:1": "dsm0 mq 1:",
     }
+
+
+def test_a_sampled_captures_estimates_explain_counters_within_their_error(tmp_path: Path) -> None:
+    """The rate guard made bpftrace count 1 in 8 drops: its counts are estimates. Shortfalls and excesses within
+    4σ are the sample's error, not unexplained or capture-only drops; beyond it they stay what they are."""
+    host = _host(
+        "sampled",
+        [drop("NETFILTER_DROP", "nft_do_chain", 4_136), drop("NO_SOCKET", "__udp4_lib_rcv", 2_400),
+         drop("SOCKET_CLOSE", "skb_release_data", 16)],
+        firewall=dict([make_rule("inet", "filter", "input", 3, "udp dport 8000 counter drop")]),
+        increases={"protocols": {"UdpNoPorts": 2_900, "UdpRcvbufErrors": 5, "TcpExtTCPBacklogDrop": 900},
+                   "firewall": {INPUT_RULE: {"packets": 4_000, "bytes": 112_000}}},
+    )  # fmt: skip
+    host["capture"]["sample_one_in"] = 8
+    built = _host_of(build_report(write_run(tmp_path / "run", [host])), "sampled")
+    rows = {row["object"] or row["counter"]: row for row in built["ledger"]["rows"]}
+    # 4σ of an estimate of 2,900 drops sampled 1 in 8: 4·√(2,900·7) = 570 ≥ 500 short
+    assert rows["UdpNoPorts"] == {"section": "protocols", "object": None, "counter": "UdpNoPorts", "delta": 2_900,
+                                  "explained_by": {"NO_SOCKET": 2_400}, "unexplained": 0, "within_error": 500,
+                                  "where": "kernel"}  # fmt: skip
+    # 5 drops at 1 in 8 are most likely not sampled at all (0.875⁵ = 51 %): 4·√(5·7) = 24 ≥ 5
+    assert (rows["UdpRcvbufErrors"]["explained_by"], rows["UdpRcvbufErrors"]["within_error"]) == ({}, 5)
+    assert rows[INPUT_RULE]["explained_by"] == {"NETFILTER_DROP": 4_000}
+    # 900 backlog drops with no sample at all: 4·√(900·7) = 318 < 900, unexplained
+    backlog = rows["TcpExtTCPBacklogDrop"]
+    assert (backlog["explained_by"], backlog["unexplained"], "within_error" in backlog) == ({}, 900, False)
+    ledger = built["ledger"]
+    # 136 left of NETFILTER_DROP after its rule took 4,000: within 4·√(4,136·7) = 681, the estimate's excess;
+    # SOCKET_CLOSE, which no counter took from, stays capture-only
+    assert (ledger["capture_only"], ledger["sample_one_in"], ledger["sampling_excess"]) == ({"SOCKET_CLOSE": 16}, 8, 136)
+    assert (ledger["drops"], ledger["explained"], ledger["unexplained"]) == (2_905 + 4_900 + 16, 2_905 + 4_000 + 16, 900)
+    finding = next(f for f in built["findings"] if f["key"] == "NETFILTER_DROP")
+    # ±2σ printed: 2·√(4,136·7) = 341
+    assert "kfree_skb saw ~4,136 ± 341 NETFILTER_DROP at nft_do_chain" in finding["explanation"]
+    assert finding["explanation"].endswith(", counting 1 in 8")
+    assert "capture: the rate guard counted 1 in 8 drops, chosen at random in the kernel: counts are estimates" \
+        " (a count C is within 2·√(C·7) of the true count 19 times in 20)" in built["notes"]
+
+
+def test_an_exact_capture_has_no_tolerance(tmp_path: Path) -> None:
+    """The same shortfall without sampling is unexplained, and the ledger has no sampling fields."""
+    host = _host("exact", [drop("NO_SOCKET", "__udp4_lib_rcv", 2_899)], increases={"protocols": {"UdpNoPorts": 2_900}})
+    ledger = _host_of(build_report(write_run(tmp_path / "run", [host])), "exact")["ledger"]
+    assert (ledger["rows"][0]["unexplained"], ledger["unexplained"]) == (1, 1)
+    assert not {"within_error", "sample_one_in", "sampling_excess"} & {*ledger, *ledger["rows"][0]}

@@ -95,6 +95,14 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
         _edit_json(_delete("capture", "drops")),
         "hosts/h2.json: required field 'capture.drops' is missing",
     ),
+    "sampling of 0": (
+        _edit_json(_set(0, "capture", "sample_one_in")),
+        "hosts/h2.json: 'capture.sample_one_in' is 0, expected 1 or more (1 in how many drops counted)",
+    ),
+    "sampling as text": (
+        _edit_json(_set("8", "capture", "sample_one_in")),
+        "hosts/h2.json: 'capture.sample_one_in' is a string, expected an integer",
+    ),
     "unknown status": (
         _edit_json(_set("great", "status")),
         "hosts/h2.json: 'status' is \"great\", expected one of ok, unreachable, failed",

@@ -41,22 +41,28 @@ from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import D
 # Each tracepoint field is read once, into a variable: bpftrace 0.17 resolves every `args->` afresh at
 # start-up (it re-reads tracefs's available_events ~20 times for each, ~20-40 ms of CPU per use). With
 # 12 uses the full program took ~0.50 s of CPU to start, with these 5 ~0.36 s (kernel 6.18); the reads
-# per event are the same (direct loads from the tracepoint's record).
+# per event are the same (direct loads from the tracepoint's record). Each pointer is read once too (every
+# read is a helper call, ~35 ns). SAMPLE_PREDICATE is empty, or the rate guard's random 1-in-N predicate,
+# which runs before anything is read (SAMPLE_PREDICATE_TEXT).
 _PROLOGUE = r"""
 BEGIN { printf("READY\n"); }
 END { printf("END\n"); }
-tracepoint:skb:kfree_skb
+tracepoint:skb:kfree_skb SAMPLE_PREDICATE
 {
   $skb = SKB;
   $reason = args->reason;
   $location = args->location;
   $protocol = args->protocol;RX_SK_READ
   $ns = (uint64)0;
-  if (SKB_DEV != 0) {
+  $dev = SKB_DEV;
+  if ($dev != 0) {
     $ns = NS_OF_DEV;
-  } else if (SKB_SK != 0) {
-    $ns = NS_OF_SK;
-  }RX_SK
+  } else {
+    $sk = SKB_SK;
+    if ($sk != 0) {
+      $ns = NS_OF_SK;
+    }RX_SK
+  }
   if (NETNS_FILTER == 0 || $ns == NETNS_FILTER) {
 """
 
@@ -67,18 +73,18 @@ tracepoint:skb:kfree_skb
 STRUCT_READS = {
     "SKB": "(struct sk_buff *)args->skbaddr",
     "SKB_DEV": "$skb->dev",
-    "NS_OF_DEV": "$skb->dev->nd_net.net->ns.inum",
+    "NS_OF_DEV": "$dev->nd_net.net->ns.inum",
     "SKB_SK": "$skb->sk",
-    "NS_OF_SK": "$skb->sk->__sk_common.skc_net.net->ns.inum",
+    "NS_OF_SK": "$sk->__sk_common.skc_net.net->ns.inum",
     "RX_SK_NS": "((struct sock *)$rx_sk)->__sk_common.skc_net.net->ns.inum",
     "NETWORK_HEADER": "$skb->head + $skb->network_header",
 }
 OFFSET_READS = {
     "SKB": "(uint64)args->skbaddr",
     "SKB_DEV": "*(uint64 *)($skb + %(skb_dev)d)",
-    "NS_OF_DEV": "*(uint32 *)(*(uint64 *)(*(uint64 *)($skb + %(skb_dev)d) + %(dev_net)d) + %(net_inum)d)",
+    "NS_OF_DEV": "*(uint32 *)(*(uint64 *)($dev + %(dev_net)d) + %(net_inum)d)",
     "SKB_SK": "*(uint64 *)($skb + %(skb_sk)d)",
-    "NS_OF_SK": "*(uint32 *)(*(uint64 *)(*(uint64 *)($skb + %(skb_sk)d) + %(sk_net)d) + %(net_inum)d)",
+    "NS_OF_SK": "*(uint32 *)(*(uint64 *)($sk + %(sk_net)d) + %(net_inum)d)",
     "RX_SK_NS": "*(uint32 *)(*(uint64 *)((uint64)$rx_sk + %(sk_net)d) + %(net_inum)d)",
     "NETWORK_HEADER": "*(uint64 *)($skb + %(skb_head)d) + *(uint16 *)($skb + %(skb_network_header)d)",
 }
@@ -95,8 +101,10 @@ FIELDS = {
 RX_SK_READ = """
   $rx_sk = args->rx_sk;"""
 RX_SK = """ else if ($rx_sk != 0) {
-    $ns = RX_SK_NS;
-  }"""
+      $ns = RX_SK_NS;
+    }"""
+# The rate guard's sampling: bpftrace's rand is the kernel's bpf_get_prandom_u32 (per-CPU state, no lock).
+SAMPLE_PREDICATE_TEXT = " /rand %% %d == 0/"
 
 PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
     $port = (uint64)0;
@@ -183,7 +191,7 @@ def peer_masks(mode, byteorder=None):
     return 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 
 
-def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets=None, fields=None):
+def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets=None, fields=None, sample_one_in=1):
     """The bpftrace program with its integer filters (0 = none); refuses anything but integers.
 
     `lean` gives LEAN_PROGRAM (the rate guard's choice): no header parsing, so no port filter and no peers.
@@ -192,7 +200,8 @@ def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets
     `offsets` ({FIELDS key: byte offset}, from ``struct_offsets``) reads the kernel's structs by offset
     (no clang at start-up); None casts to the structs. `fields` (the tracepoint's field names, None: all
     of kernel 6.18's) leaves out what this kernel's tracepoint lacks: `rx_sk` (before 6.x), `reason`
-    (before 5.17: every drop gets reason 0, named by ``reason_names``).
+    (before 5.17: every drop gets reason 0, named by ``reason_names``). `sample_one_in` > 1 counts 1 in that
+    many events, chosen at random before anything else is read (the rate guard's choice).
     """
     if peers not in PEER_MODES:
         raise ValueError("peers must be one of %s, got %r" % (", ".join(PEER_MODES), peers))
@@ -200,6 +209,8 @@ def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets
                               ("deadline_s", deadline_s, 86400)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
             raise ValueError("%s filter must be an integer 0..%d, got %r" % (name, high, value))
+    if isinstance(sample_one_in, bool) or not isinstance(sample_one_in, int) or not 1 <= sample_one_in <= 65536:
+        raise ValueError("sample_one_in must be an integer 1..65536, got %r" % (sample_one_in,))
     if lean:
         if port:
             raise ValueError("the lean program reads no packet headers: it cannot filter port %d" % port)
@@ -213,6 +224,7 @@ def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets
         # Every counted drop is in that one namespace: a key without it is smaller, and the map update is
         # most of the program's cost at high rates (~290k nft drops/s: kept 0.80 -> 0.83-0.87 of throughput).
         text = text.replace("@drops[$ns, ", "@drops[")
+    text = text.replace(" SAMPLE_PREDICATE", SAMPLE_PREDICATE_TEXT % sample_one_in if sample_one_in > 1 else "")
     if deadline_s:
         text += SELF_DEADLINE.replace("DEADLINE_S", "%d" % deadline_s)
     return _with_reads(text, offsets, fields)
@@ -419,10 +431,13 @@ def _read_lines(fd, buffer, until, want_ready=False):
 
 
 def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, reasons=None, top=50,
-                         kallsyms_text=None, lean=False, window=None, peers="exact", fields=None):
+                         kallsyms_text=None, lean=False, window=None, peers="exact", fields=None, sample_one_in=1):
     """Attach, wait for READY, count for `duration` s, SIGINT so END prints the map; fills `capture`.
 
-    `lean` runs LEAN_PROGRAM (no packet-header parsing; the rate guard's choice). `window` (a
+    `lean` runs LEAN_PROGRAM (no packet-header parsing; the rate guard's choice). `sample_one_in` > 1
+    counts 1 in that many events, chosen at random in the kernel (the rate guard's choice): every count
+    is then the sampled count times `sample_one_in`, an estimate, and ``capture["sample_one_in"]`` says so.
+    `window` (a
     ``CaptureWindow``) is told when READY came (live) and when the window ends, right before SIGINT.
     `fields` are the tracepoint's field names (the capabilities' ``kfree_skb.fields``; None: all).
     """
@@ -435,7 +450,8 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
     with open(program, "w") as handle:
         # Its own deadline: the guard's, so it never outlives the capture even with nobody left to stop it.
         handle.write(program_text(netns, port, lean=lean, deadline_s=max(1, int(guard.remaining())),
-                                  peers="off" if lean else peers, offsets=offsets, fields=fields))
+                                  peers="off" if lean else peers, offsets=offsets, fields=fields,
+                                  sample_one_in=sample_one_in))
     capture["command"] = command(bpftrace)
     err_path = guard.path("bpftrace.err")
     lines = []
@@ -491,6 +507,10 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         capture["reason"] = "bpftrace did not finish (exit %s): %s" % (rc, _tail(err_path) or "no message")
         capture["truncated"] = True
         return capture
+    if sample_one_in > 1:
+        capture["sample_one_in"] = sample_one_in
+        for entry in parsed["entries"] + parsed["peers"]:
+            entry["count"] *= sample_one_in
     locator = Locator(None if kallsyms_text is None else (lambda: kallsyms_text))
     capture.update(group_drops(parsed["entries"], reasons or {}, locator, top=top, with_netns=not netns))
     if lean:

@@ -50,27 +50,35 @@ TRACEFS_UNMOUNTABLE = "tracefs is not mounted and could not be mounted"
 LEAN_ACTION = ("bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header"
                " parsing, so no l4/port columns)")
 FULL_KEPT_ACTION = "bpftrace: full program kept (the port filter needs the packet headers)"
+# How far bpftrace samples at most: beyond 64 x max_event_rate the window shortens instead.
+SAMPLE_ONE_IN_MAX = 64
+SAMPLED_ACTION = ("bpftrace: counted 1 in %d drops, chosen at random in the kernel: counts are estimates"
+                  " (a count C is within 2*sqrt(C*%d) of the true count 19 times in 20)")
 
 
 def guard_plan(duration, stacks, max_event_rate, rate, backend=None, port=0):
     """What the rate guard does for a capture of `duration` s with `backend` at `rate` kfree_skb events/s.
 
     Every backend pays a fixed cost per event while attached (measured on kernel 6.18: ~0.3-0.5 µs on
-    the CPU that drops the packet, see README "Performance"). Above `max_event_rate` the guard turns stacks off, makes
-    bpftrace run its lean program (no packet-header parsing: the per-packet work that costs most;
-    kept full when a `port` filter needs the headers) and captures a window of
-    ``duration * max_event_rate / rate`` seconds (at least 1) instead of the whole duration, so the
-    cost stays about that of `max_event_rate` events/s. `max_event_rate` 0 turns the guard off.
-    ``bpftrace_program`` is "full" or "lean" (None for other backends).
+    the CPU that drops the packet, see README "Performance"). Above `max_event_rate` the guard keeps the
+    events it processes in full at about `max_event_rate` per second: it turns stacks off; bpftrace runs
+    its lean program (no packet-header parsing: the per-packet work that costs most; kept full when a
+    `port` filter needs the headers) on 1 in ``sample_one_in`` events chosen at random in the kernel (a
+    power of two, at most SAMPLE_ONE_IN_MAX: the others cost a random number and a compare, ~0.1 of the
+    full cost), so its counts are estimates; what sampling cannot cover, and every other backend, captures a
+    window of ``duration * max_event_rate * sample_one_in / rate`` seconds (at least 1) instead of the whole
+    duration. `max_event_rate` 0 turns the guard off. ``bpftrace_program`` is "full" or "lean" (None for
+    other backends).
 
     >>> guard_plan(10, True, 50000, 200000)["window_s"]
     3
-    >>> guard_plan(10, False, 50000, 200000, backend="bpftrace")["bpftrace_program"]
-    'lean'
+    >>> plan = guard_plan(10, False, 50000, 200000, backend="bpftrace")
+    >>> plan["bpftrace_program"], plan["sample_one_in"], plan["window_s"]
+    ('lean', 4, 10)
     """
     plan = {"max_event_rate": max_event_rate, "measured_rate": None if rate is None else int(round(rate)),
             "active": False, "actions": [], "window_s": duration, "stacks": stacks,
-            "bpftrace_program": "full" if backend == "bpftrace" else None}
+            "bpftrace_program": "full" if backend == "bpftrace" else None, "sample_one_in": 1}
     if not max_event_rate or rate is None or rate <= max_event_rate:
         return plan
     plan["active"] = True
@@ -83,12 +91,26 @@ def guard_plan(duration, stacks, max_event_rate, rate, backend=None, port=0):
         else:
             plan["bpftrace_program"] = "lean"
             plan["actions"].append(LEAN_ACTION)
-    window = max(1, int(math.ceil(duration * float(max_event_rate) / rate)))
+        plan["sample_one_in"] = sample_one_in(rate, max_event_rate)
+        plan["actions"].append(SAMPLED_ACTION % (plan["sample_one_in"], plan["sample_one_in"] - 1))
+    window = max(1, int(math.ceil(duration * float(max_event_rate) * plan["sample_one_in"] / rate)))
     if window < duration:
         plan["window_s"] = window
         plan["actions"].append("captured %d s of %d s (sampling in time): counts cover the window only"
                                % (window, duration))
     return plan
+
+
+def sample_one_in(rate, max_event_rate):
+    """The smallest power of two N (at most SAMPLE_ONE_IN_MAX) with `rate` / N <= `max_event_rate`.
+
+    >>> sample_one_in(269000, 50000), sample_one_in(60000, 50000), sample_one_in(10 ** 9, 50000)
+    (8, 2, 64)
+    """
+    one_in = 2
+    while one_in < SAMPLE_ONE_IN_MAX and rate > max_event_rate * one_in:
+        one_in *= 2
+    return one_in
 
 
 def deadline_s(params):
@@ -190,6 +212,7 @@ class BpftraceBackend(Backend):
             capture, guard, _binary(reader, "bpftrace"), rate_guard["window_s"],
             netns=plan.system["netns_inode"] if params["netns"] == "self" else 0, port=params["dport"],
             reasons=plan.reasons, top=params["top"], lean=rate_guard["bpftrace_program"] == "lean", window=window,
+            sample_one_in=rate_guard["sample_one_in"],
             peers=params.get("peers") or "exact",
             fields=(((plan.caps or {}).get("kfree_skb") or {}).get("fields") or None))
 

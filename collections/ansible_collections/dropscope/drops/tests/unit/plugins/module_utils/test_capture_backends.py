@@ -87,9 +87,16 @@ def test_bpftrace_program_takes_only_integers():
 
 def test_bpftrace_lean_program_has_no_header_parsing_and_keeps_the_netns_predicate():
     text = bt.program_text(4026532177, lean=True)
-    assert text.endswith("""    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
-  } else if ($rx_sk != 0) {
-    $ns = ((struct sock *)$rx_sk)->__sk_common.skc_net.net->ns.inum;
+    assert text.endswith("""  $dev = $skb->dev;
+  if ($dev != 0) {
+    $ns = $dev->nd_net.net->ns.inum;
+  } else {
+    $sk = $skb->sk;
+    if ($sk != 0) {
+      $ns = $sk->__sk_common.skc_net.net->ns.inum;
+    } else if ($rx_sk != 0) {
+      $ns = ((struct sock *)$rx_sk)->__sk_common.skc_net.net->ns.inum;
+    }
   }
   if (4026532177 == 0 || $ns == 4026532177) {
     @drops[$reason, $location, $protocol] = count();
@@ -108,6 +115,17 @@ def test_bpftrace_lean_program_has_no_header_parsing_and_keeps_the_netns_predica
         bt.program_text(1, 8000, lean=True)
     with pytest.raises(ValueError):
         bt.program_text("1 || 1", lean=True)
+
+
+def test_the_rate_guards_sampling_is_a_predicate_before_any_read():
+    assert "tracepoint:skb:kfree_skb\n{" in bt.program_text(4026532177, lean=True)
+    text = bt.program_text(4026532177, lean=True, sample_one_in=8)
+    assert "tracepoint:skb:kfree_skb /rand % 8 == 0/\n{\n  $skb = (struct sk_buff *)args->skbaddr;" in text
+    assert text.count("rand") == 1
+    assert "/rand % 64 == 0/" in bt.program_text(0, 8000, sample_one_in=64)  # the full program samples the same way
+    for wrong in (0, -8, True, 8.0, "8 == 0 || 1", 65537):
+        with pytest.raises(ValueError):
+            bt.program_text(1, lean=True, sample_one_in=wrong)
 
 
 def test_bpftrace_lean_map_keys_parse_without_port():
@@ -203,21 +221,33 @@ def test_guard_plan():
 
 def test_guard_plan_bpftrace_switches_to_the_lean_program():
     window = "captured 3 s of 10 s (sampling in time): counts cover the window only"
+    sampled = cb.SAMPLED_ACTION % (4, 3)
+    # bpftrace samples 1 in 4 events in the kernel (200,000/s / 4 <= 50,000/s): no shorter window.
     assert guard_plan(10, False, 50000, 200000, backend="bpftrace") == {
-        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 3, "stacks": False,
-        "bpftrace_program": "lean", "actions": [cb.LEAN_ACTION, window]}
+        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 10, "stacks": False,
+        "bpftrace_program": "lean", "sample_one_in": 4, "actions": [cb.LEAN_ACTION, sampled]}
     # A port filter needs the packet headers: the full program stays, and the result says so.
     assert guard_plan(10, False, 50000, 200000, backend="bpftrace", port=8000) == {
-        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 3, "stacks": False,
-        "bpftrace_program": "full", "actions": [cb.FULL_KEPT_ACTION, window]}
+        "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 10, "stacks": False,
+        "bpftrace_program": "full", "sample_one_in": 4, "actions": [cb.FULL_KEPT_ACTION, sampled]}
     assert guard_plan(10, False, 50000, 40000, backend="bpftrace") == {
         "max_event_rate": 50000, "measured_rate": 40000, "active": False, "window_s": 10, "stacks": False,
-        "bpftrace_program": "full", "actions": []}
+        "bpftrace_program": "full", "sample_one_in": 1, "actions": []}
+    # Beyond 64 x max_event_rate sampling is not enough: the window shortens too (10 s * 64 * 50,000 / 10**7).
+    beyond = guard_plan(10, False, 50000, 10 ** 7, backend="bpftrace")
+    assert (beyond["sample_one_in"], beyond["window_s"]) == (64, 4)
+    assert beyond["actions"][-1] == "captured 4 s of 10 s (sampling in time): counts cover the window only"
     assert guard_plan(10, False, 0, 10 ** 6, backend="bpftrace")["bpftrace_program"] == "full"
     assert guard_plan(10, False, 50000, None, backend="bpftrace")["bpftrace_program"] == "full"
+    # Other backends cannot sample in the kernel: they capture a window.
     assert guard_plan(10, True, 50000, 200000, backend="perf") == {
         "max_event_rate": 50000, "measured_rate": 200000, "active": True, "window_s": 3, "stacks": False,
-        "bpftrace_program": None, "actions": ["stacks off", window]}
+        "bpftrace_program": None, "sample_one_in": 1, "actions": ["stacks off", window]}
+
+
+def test_sampling_keeps_the_counted_rate_under_the_limit():
+    assert [cb.sample_one_in(rate, 50000) for rate in (50001, 100000, 100001, 269000, 3200000, 3200001)] == [
+        2, 2, 4, 8, 64, 64]
 
 
 @pytest.mark.parametrize("rate,port,lean", [(200000, 0, True), (1000, 0, False), (200000, 8000, False)])
@@ -235,7 +265,8 @@ def test_bpftrace_backend_passes_the_program_choice(monkeypatch, rate, port, lea
     capture = cb._attempt(plan, "bpftrace")
     cb.BACKENDS["bpftrace"].run(capture, None, reader, plan, rate_guard, window="the window")
     assert seen["lean"] is lean and seen["window"] == "the window" and seen["netns"] == 4026532177 and seen["port"] == port
-    assert seen["duration"] == (3 if rate > 50000 else 10) and seen["bpftrace"] == "/usr/bin/bpftrace"
+    assert seen["sample_one_in"] == (4 if rate > 50000 else 1)
+    assert seen["duration"] == 10 and seen["bpftrace"] == "/usr/bin/bpftrace"
     assert capture["scope"] == "netns"
 
 

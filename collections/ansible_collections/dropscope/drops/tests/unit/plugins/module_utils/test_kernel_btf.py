@@ -92,7 +92,9 @@ OFFSETS = {"skb_dev": 16, "skb_sk": 24, "skb_head": 192, "skb_network_header": 1
 def test_program_with_offsets_has_no_struct_cast_and_only_integers():
     text = bt.program_text(4026532177, 8000, offsets=OFFSETS)
     assert "struct" not in text and "->dev" not in text and "->head" not in text
-    assert "$ns = *(uint32 *)(*(uint64 *)(*(uint64 *)($skb + 16) + 264) + 176);" in text
+    assert "$dev = *(uint64 *)($skb + 16);" in text
+    assert "$ns = *(uint32 *)(*(uint64 *)($dev + 264) + 176);" in text
+    assert "$ns = *(uint32 *)(*(uint64 *)($sk + 48) + 176);" in text
     assert "$nh = *(uint64 *)($skb + 192) + *(uint16 *)($skb + 180);" in text
     for bad in ("16; system(\"x\")", -1, 65536, True, None):
         with pytest.raises(ValueError, match="offset skb_dev must be an integer"):
