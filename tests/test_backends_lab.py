@@ -9,6 +9,7 @@ are asserted with bpftrace and netns=self, which sees only its own host.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import sample_one_in
 from conftest import LAB3_NAME, lab_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,16 +190,19 @@ while sent < rate * seconds and time.monotonic() < start + seconds:
 """
 
 
-def test_bpftrace_guard_lean_program_stays_exact_per_host(lab3, clean_state):
-    """Above max_event_rate bpftrace runs its lean program: no ports, netns=self still exact."""
+def test_bpftrace_guard_samples_in_the_kernel_and_stays_per_host(lab3, clean_state):
+    """Above max_event_rate bpftrace runs its lean program on 1 in N drops chosen at random (N from the measured
+    rate): counts are N x the sampled ones, estimates of the injected drops; netns=self stays exact (none of
+    h2's background drops is h1's) and the window is the whole duration."""
     background = subprocess.Popen(["ip", "netns", "exec", lab3["hosts"]["h2"]["netns"], sys.executable, "-c",
                                    BACKGROUND, "5000", "12"])
     lab_cli("inject", "udp-firewall", "--host", "h1", "--packets", "0")
+    injected = 2_000
     try:
         time.sleep(0.3)
         run = _capture_while_injecting(lab3, "h1", {"duration": 16, "backend": "bpftrace", "netns": "self",
-                                                    "max_event_rate": 1000},
-                                       [("udp-firewall", "h1", 173)])
+                                                    "max_event_rate": 700},
+                                       [("udp-firewall", "h1", injected)])
     finally:
         lab_cli("inject", "clear", "--host", "h1")
         background.kill()
@@ -207,7 +212,14 @@ def test_bpftrace_guard_lean_program_stays_exact_per_host(lab3, clean_state):
     assert (capture["status"], capture["scope"]) == ("ok", "netns"), capture["reason"]
     assert guard["active"] and guard["bpftrace_program"] == "lean", guard
     assert guard["actions"][0].startswith("bpftrace: lean program"), guard
-    assert _drops(capture, "NETFILTER_DROP") == {"nft_do_chain": 173}
+    one_in = sample_one_in(guard["measured_rate"], 700)
+    assert one_in >= 4 and capture["sample_one_in"] == guard["sample_one_in"] == one_in, guard
+    assert guard["window_s"] == 16 and not [a for a in guard["actions"] if "sampling in time" in a], guard
+    assert set(_drops(capture, "NETFILTER_DROP")) == {"nft_do_chain"}
+    estimate = _drops(capture, "NETFILTER_DROP")["nft_do_chain"]
+    assert estimate % one_in == 0
+    # The estimate's standard deviation is sqrt(2,000 * (N - 1)); 6 of them are missed about twice in 10**9 runs.
+    assert abs(estimate - injected) <= 6 * math.sqrt(injected * (one_in - 1)), (estimate, one_in)
     assert "__udp4_lib_rcv" not in _drops(capture, "NO_SOCKET")  # h2's background drops are not h1's
     rule = next(d for d in capture["drops"] if d["reason"] == "NETFILTER_DROP")
     assert (rule["l4"], rule["port"], rule["protocol"]) == (None, None, "IPv4")

@@ -367,3 +367,33 @@ def test_cohorts_are_shown_above_the_host_table(page: Page, report_file: tuple[P
         f"{HOSTILE_HOST}, {OTHER_HOSTILE[0]}, {OTHER_HOSTILE[1]}",
     ]
     assert page.evaluate("typeof window.__pwned") == "undefined"
+
+
+def test_a_sampled_capture_is_shown_as_estimates(browser: Browser, tmp_path: Path) -> None:
+    """The rate guard's 1-in-8 capture: the host says so, findings print ~C ± 2σ, the ledger names the error."""
+    before = make_snapshot("sampled.example")
+    capture = make_capture(before["system"]["boot_id"], [drop("NO_SOCKET", "__udp4_lib_rcv", 2_400)],
+                           backend="bpftrace", scope="netns", duration_s=5.0)
+    capture["sample_one_in"] = 8
+    host = make_host("sampled.example", before=before, capture=capture,
+                     after=advance(before, 5.0, protocols={"UdpNoPorts": 2_900}))
+    report = build_report(write_run(tmp_path / "run", [host]))
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(path.as_uri())
+    section = _open_host(page, "sampled.example")
+    assert section.locator("dl.facts dd").nth(2).inner_text().endswith(
+        "2,400 events \u00b7 0 lost \u00b7 counted 1 in 8 (estimates)")
+    assert section.locator(".host-head .total").inner_text() == "2,900 drops, 2,900 explained"
+    row = section.locator("table.ledger-table tbody tr").first
+    assert row.locator("td").all_inner_texts() == [
+        "UdpNoPorts\n500 within the sampled estimates' error (1 in 8)", "2,900", "NO_SOCKET 2,400", "0", "kernel"]
+    assert "counted 1 in 8 drops (rate guard): its counts are estimates" in section.locator("p.note").inner_text()
+    # 2σ of 2,400 at 1 in 8: 2·√(2,400·7) = 260
+    assert "kfree_skb saw ~2,400 ± 260 NO_SOCKET at __udp4_lib_rcv" in section.locator(
+        '.finding[data-key="NO_SOCKET"] .explanation').inner_text()
+    assert errors == []
+    page.close()

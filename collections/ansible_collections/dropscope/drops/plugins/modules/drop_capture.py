@@ -35,8 +35,9 @@ description:
   - The result is bounded in size whatever the drop rate (the top O(top) groups and an C(other) bucket).
   - A rate guard measures the kernel-wide drop rate for 0.25 s in a private ftrace instance first; above
     O(max_event_rate) it turns stacks off, makes bpftrace run a lean program (no packet-header parsing;
-    keyed by netns, reason, location and protocol, without C(l4) and C(port)) and captures only a window
-    of the duration, and says so in RV(capture.guard).
+    keyed by netns, reason, location and protocol, without C(l4) and C(port)) on 1 in N drops chosen at
+    random in the kernel (RV(capture.sample_one_in); counts are N times the sampled ones, estimates), makes
+    other backends capture only a window of the duration, and says so in RV(capture.guard).
   - The capture has its own deadline on the host (O(timeout)) and a guardian process that stops the
     tracer, removes the temporary files and the ftrace instance on every exit path, including the module
     being killed or its SSH connection being cut.
@@ -83,10 +84,12 @@ options:
   max_event_rate:
     description:
       - Rate guard, in kfree_skb events per second, measured kernel-wide for 0.25 s before the capture.
-        Above it, stacks are turned off, bpftrace runs its lean program (no C(l4)/C(port); kept full when
-        O(dport) filters) and only a window of O(duration) is captured
-        (O(duration) * O(max_event_rate) / rate seconds, at least 1), so the capture costs about as much as
-        at O(max_event_rate). V(0) turns the guard off.
+        Above it, stacks are turned off; bpftrace runs its lean program (no C(l4)/C(port); kept full when
+        O(dport) filters) on 1 in N drops chosen at random in the kernel, N the smallest power of two (at
+        most 64) with rate / N <= O(max_event_rate), so its counts are estimates (RV(capture.sample_one_in));
+        other backends, and bpftrace beyond 64 times the limit, capture only a window of O(duration)
+        (O(duration) * O(max_event_rate) * N / rate seconds, at least 1). So the capture processes in full
+        about O(max_event_rate) events per second. V(0) turns the guard off.
     type: int
     default: 50000
   stacks:
@@ -303,13 +306,19 @@ capture:
     guard:
       description: The rate guard. C(max_event_rate), C(measured_rate) (kernel-wide events/s, null if not
         measured), C(active), C(actions) (what it changed, as sentences), C(window_s) (seconds captured),
-        C(stacks) (whether stacks were recorded) and C(bpftrace_program) (V(full) or V(lean); null for other
-        backends).
+        C(stacks) (whether stacks were recorded), C(bpftrace_program) (V(full) or V(lean); null for other
+        backends) and C(sample_one_in) (bpftrace counted 1 in that many drops; 1 for exact counts).
       type: dict
-      sample: {"max_event_rate": 50000, "measured_rate": 212000, "active": true, "window_s": 3, "stacks": false,
-               "bpftrace_program": "lean",
+      sample: {"max_event_rate": 50000, "measured_rate": 212000, "active": true, "window_s": 10, "stacks": false,
+               "bpftrace_program": "lean", "sample_one_in": 8,
                "actions": ["bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header parsing, so no l4/port columns)",
-                           "captured 3 s of 10 s (sampling in time): counts cover the window only"]}
+                           "bpftrace: counted 1 in 8 drops, chosen at random in the kernel: counts are estimates (a count C is within 2*sqrt(C*7) of the true count 19 times in 20)"]}
+    sample_one_in:
+      description: Present when the rate guard made bpftrace count 1 in this many drops, chosen at random in the
+        kernel. Every count is then this many times the sampled count, an estimate.
+      type: int
+      returned: when sampled
+      sample: 8
     peers:
       description:
         - Who sent the dropped packets and where they were going (O(peers)). C(status) (V(ok) or V(off)),
