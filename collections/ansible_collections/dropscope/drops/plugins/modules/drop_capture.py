@@ -312,7 +312,8 @@ capture:
       sample: {"max_event_rate": 50000, "measured_rate": 212000, "active": true, "window_s": 10, "stacks": false,
                "bpftrace_program": "lean", "sample_one_in": 8,
                "actions": ["bpftrace: lean program (map keyed by netns, reason, location, protocol; no packet-header parsing, so no l4/port columns)",
-                           "bpftrace: counted 1 in 8 drops, chosen at random in the kernel: counts are estimates (a count C is within 2*sqrt(C*7) of the true count 19 times in 20)"]}
+                           "bpftrace: counted 1 in 8 drops, chosen at random in the kernel: counts are estimates
+                            (a count C is within 2*sqrt(C*7) of the true count 19 times in 20)"]}
     sample_one_in:
       description: Present when the rate guard made bpftrace count 1 in this many drops, chosen at random in the
         kernel. Every count is then this many times the sampled count, an estimate.
