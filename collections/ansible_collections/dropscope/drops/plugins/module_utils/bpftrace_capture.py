@@ -8,8 +8,8 @@
 The map is keyed by network namespace inode, drop reason, location (address), protocol (ethertype),
 L4 protocol and destination port, so the cost does not grow with events written to user space. Above
 the rate guard's limit a lean program (no packet-header parsing; keyed by netns, reason, location and
-protocol) runs instead. Program texts are constants; only validated integers (netns inode, port) are
-substituted into them.
+protocol) runs instead, on 1 in N events chosen at random (its counts, times N, are estimates). Program
+texts are constants; only validated integers (netns inode, port, N) are substituted into them.
 """
 
 from __future__ import absolute_import, division, print_function
