@@ -18,20 +18,36 @@ from ansible_collections.dropscope.drops.plugins.module_utils import bpftrace_ca
 DROPS = 200
 
 
+# The program reads skb->dev and skb->sk once, into $dev and $sk; here each way has its own variables.
+STRUCT_NAMES = {"$skb": "$s", "$dev": "$sdev", "$sk": "$ssk"}
+OFFSET_NAMES = {"$skb": "$o", "$dev": "$odev", "$sk": "$osk"}
+
+
+def _renamed(read: str, names: dict[str, str]) -> str:
+    for variable in sorted(names, key=len, reverse=True):  # $skb before $sk
+        read = read.replace(variable, names[variable])
+    return read
+
+
 def _both_ways() -> str:
     """A program keying each drop by (struct read, offset read) of the netns and of the port-bearing header."""
     offsets, why = bt.struct_offsets()
     assert why is None, why
     by_offset = {name: expression % offsets for name, expression in bt.OFFSET_READS.items()}
-    pairs = []
-    for name in ("SKB_DEV", "NS_OF_DEV", "SKB_SK", "NETWORK_HEADER"):
-        struct_read = bt.STRUCT_READS[name].replace("$skb", "$s")
-        pairs.append(f"(uint64)({struct_read}), (uint64)({by_offset[name].replace('$skb', '$o')})")
+    pairs = [
+        f"(uint64)({_renamed(bt.STRUCT_READS[name], STRUCT_NAMES)}), "
+        f"(uint64)({_renamed(by_offset[name], OFFSET_NAMES)})"
+        for name in ("SKB_DEV", "NS_OF_DEV", "SKB_SK", "NS_OF_SK", "NETWORK_HEADER")
+    ]
     return (
         'BEGIN { printf("READY\\n"); }\n'
         "tracepoint:skb:kfree_skb {\n"
         "  $s = (struct sk_buff *)args->skbaddr;\n"
         "  $o = (uint64)args->skbaddr;\n"
+        f"  $sdev = {_renamed(bt.STRUCT_READS['SKB_DEV'], STRUCT_NAMES)};\n"
+        f"  $ssk = {_renamed(bt.STRUCT_READS['SKB_SK'], STRUCT_NAMES)};\n"
+        f"  $odev = {_renamed(by_offset['SKB_DEV'], OFFSET_NAMES)};\n"
+        f"  $osk = {_renamed(by_offset['SKB_SK'], OFFSET_NAMES)};\n"
         f"  @pairs[{', '.join(pairs)}] = count();\n"
         "}\n"
     )

@@ -398,8 +398,10 @@ def test_a_sampled_captures_estimates_explain_counters_within_their_error(tmp_pa
     ledger = built["ledger"]
     # 136 left of NETFILTER_DROP after its rule took 4,000: within 4·√(4,136·7) = 681, the estimate's excess;
     # SOCKET_CLOSE, which no counter took from, stays capture-only
-    assert (ledger["capture_only"], ledger["sample_one_in"], ledger["sampling_excess"]) == ({"SOCKET_CLOSE": 16}, 8, 136)
-    assert (ledger["drops"], ledger["explained"], ledger["unexplained"]) == (2_905 + 4_900 + 16, 2_905 + 4_000 + 16, 900)
+    assert (ledger["capture_only"], ledger["sample_one_in"], ledger["sampling_excess"]) == (
+        {"SOCKET_CLOSE": 16}, 8, 136)
+    assert (ledger["drops"], ledger["explained"], ledger["unexplained"]) == (
+        2_905 + 4_900 + 16, 2_905 + 4_000 + 16, 900)
     finding = next(f for f in built["findings"] if f["key"] == "NETFILTER_DROP")
     # ±2σ printed: 2·√(4,136·7) = 341
     assert "kfree_skb saw ~4,136 ± 341 NETFILTER_DROP at nft_do_chain" in finding["explanation"]
