@@ -59,7 +59,7 @@ from dropscope.load import (
 from dropscope.who import knob_sysctl_patterns, name_who, usable_knobs
 
 SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
-FLEET_CAPTURE_PARTS = ("status", "scope", "events", "drops")  # what fleet_summary reads of a host's capture
+FLEET_CAPTURE_PARTS = ("status", "scope", "events", "drops", "sample_one_in")  # what the fleet pass reads of a capture
 
 
 def group_drops(drops: Iterable[Mapping[str, Any]]) -> list[JSON]:

@@ -22,7 +22,8 @@ rule, so that no drop is counted twice:
   a counter the capture can account for whose shortfall is within LEDGER_SIGMAS standard deviations of an
   estimate of its `counted` drops has that shortfall `within_error` (explained, not unexplained); what is left
   of a group that some counter took from, within the same spread of the group's estimate, is the estimate's
-  excess (`sampling_excess`), not drops no counter shows (dropscope.sampling).
+  excess (`sampling_excess`), not drops no counter shows (dropscope.sampling); so in the fleet's single count
+  of a shared kernel.
 - A kernel-scope capture shared by several hosts (same boot_id) saw every host's drops: each host matches
   only what its own counters show, its `capture_only` is null (the capture is not its own), and the fleet
   counts the kernel's capture-only drops and kernel-wide counters (softnet) once.
@@ -314,9 +315,15 @@ def fleet_ledger(hosts: Iterable[JSON], kernels: Iterable[Mapping[str, Any]]) ->
         captured: dict[str, int] = {}
         for group in (hosts[counted_from].get("capture") or {}).get("drops") or []:
             captured[ledger_key(group)] = captured.get(ledger_key(group), 0) + group["count"]
+        estimates = dict(captured)
         for member in members:
             for reason, count in ledgers[member]["_explained_reasons"].items():
                 captured[reason] = captured.get(reason, 0) - count
+        sampled = one_in(hosts[counted_from].get("capture"))
+        for key, count in captured.items():  # a sampled estimate's excess over what the hosts' counters took
+            taken = 0 < count < estimates.get(key, 0)
+            if sampled > 1 and taken and count <= spread(estimates[key], sampled, LEDGER_SIGMAS):
+                captured[key] = 0
         meaningless = set(ledgers[counted_from]["_meaningless"])
         kernel_only += sum(count for count in captured.values() if count > 0)
         kernel_unexplained += sum(count for key, count in captured.items() if count > 0 and key in meaningless)

@@ -416,3 +416,18 @@ def test_an_exact_capture_has_no_tolerance(tmp_path: Path) -> None:
     ledger = _host_of(build_report(write_run(tmp_path / "run", [host])), "exact")["ledger"]
     assert (ledger["rows"][0]["unexplained"], ledger["unexplained"]) == (1, 1)
     assert not {"within_error", "sample_one_in", "sampling_excess"} & {*ledger, *ledger["rows"][0]}
+
+
+def test_a_shared_sampled_kernel_counts_no_estimate_excess_in_the_fleet(tmp_path: Path) -> None:
+    """Two hosts on one kernel-wide capture that counted 1 in 8: ~2,440 NO_SOCKET against their 1,200 + 1,200
+    UdpNoPorts. The 40 beyond their counters are within 4σ of the estimate (4·√(2,440·7) = 523): not drops no
+    counter shows. An exact capture of the same numbers has them capture-only."""
+    def fleet(sampled: int) -> dict:
+        hosts = [_host(name, [drop("NO_SOCKET", "__udp4_lib_rcv", 2_440)], scope="kernel", boot_id=SHARED,
+                       increases={"protocols": {"UdpNoPorts": 1_200}}) for name in ("s1", "s2")]
+        for host in hosts:
+            host["capture"]["sample_one_in"] = sampled
+        return build_report(write_run(tmp_path / f"run-{sampled}", hosts))["fleet"]["ledger"]
+
+    assert fleet(8) == {"drops": 2_400, "explained": 2_400, "unexplained": 0}
+    assert fleet(1) == {"drops": 2_440, "explained": 2_440, "unexplained": 0}
