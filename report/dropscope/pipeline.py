@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dropscope.build import (
-    finish_fleet,
+    describe_fleet,
     finish_host,
     fleet_part,
     fleet_part_finished,
     inventory_groups,
+    judge_fleet,
     plan_fleet,
     prepare_host,
     run_summary,
@@ -253,12 +254,13 @@ def write_run_reports(
 
         report: JSON = {"schema_version": SCHEMA_VERSION, "run": run_summary(manifest), "fleet": fleet}
         hosts = [part for out in finished for part in out["finished"]]
-        knowledge_part = finish_fleet(fleet, hosts, [item for out in finished for item in out["supplied"]], knowledge)
+        judge_fleet(fleet, hosts, [item for out in finished for item in out["supplied"]])
         recorded = None
-        if history is not None:  # recorded in a worker while this process writes the reports
+        if history is not None:  # recorded in a worker while this process describes the fleet and writes the reports
             task = (history, run_dir.resolve().name, {"run": report["run"], "fleet": {"verdict": fleet["verdict"]}},
                     spool, starts)  # fmt: skip
             recorded = pool.start(_record_history, task)
+        knowledge_part = describe_fleet(fleet, hosts, knowledge)
         warnings = run_warnings(run_dir, files, [host["host"] for host in hosts])
         warnings += [pool.warning] if pool.warning else []
         tail = {"warnings": warnings, "knowledge": knowledge_part}
