@@ -44,7 +44,6 @@ from dropscope.load import JSON, SCHEMA_VERSION, RunError, load_manifest, read_j
 INDEX_NAME = "history.sqlite"
 INDEX_SCHEMA = 1
 BUSY_TIMEOUT_S = 120.0
-CACHE_KIB = 64 * 1024  # SQLite's page cache per connection (see open_index)
 RATE_DECIMALS = 3
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 SUMMARY = "the run history index (RUNS_DIR/history.sqlite): rebuild it from the run directories"
@@ -229,9 +228,6 @@ def open_index(path: Path, *, create: bool = True, recreate: bool = False) -> sq
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
-        # A run of 10,000 hosts adds ~200,000 rows to indexed tables: with SQLite's default 2 MiB page cache
-        # the inserts re-read index pages (~25% of the write's time); the cache grows only as pages are used.
-        connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         state = _schema_state(connection)
         if state == "ok" and not recreate:
             return connection
