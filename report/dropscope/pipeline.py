@@ -105,14 +105,11 @@ def _spool_write(handle: BinaryIO, value: Any) -> None:
 
 
 def _spooled(path: Path) -> Iterator[Any]:
-    """The values `_spool_write` appended to PATH, in order (the file is a slice: read at once)."""
-    data = memoryview(path.read_bytes())
-    offset = 0
-    while offset < len(data):
-        length = int.from_bytes(data[offset : offset + SPOOL_LENGTH_BYTES], "little")
-        offset += SPOOL_LENGTH_BYTES
-        yield marshal.loads(data[offset : offset + length])  # noqa: S302 (this run's own 0700 spool)
-        offset += length
+    """The values `_spool_write` appended to PATH, in order (read one by one: a whole slice's bytes at once
+    would stay in the worker's heap after they are freed)."""
+    with open(path, "rb") as handle:
+        while length := handle.read(SPOOL_LENGTH_BYTES):
+            yield marshal.loads(handle.read(int.from_bytes(length, "little")))  # noqa: S302 (this run's own 0700 spool)
 
 
 def _prepare_slice(task: tuple[Path, Path, int, list[Any], dict[str, list[str]]]) -> list[tuple[JSON, str, Any]]:
