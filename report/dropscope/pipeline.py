@@ -1,12 +1,14 @@
 """`dropscope report` at fleet scale: the one builder's steps (dropscope.build) run over slices of hosts,
 in worker processes, so that time scales down with the controller's cores and memory holds one slice.
 
-    pass 1, per slice (worker)   prepare_host → the prepared hosts to a spool file; their fleet parts back
+    pass 1, per slice (worker)   prepare_host → the prepared hosts to a spool file (marshal); their fleet
+                                 parts back
     fleet pass (this process)    plan_fleet → the fleet so far, each host's share of it
-    pass 2, per slice (worker)   finish_host → each host's report.json text and its page row and details
-                                 (spool files); back: its finished part, history row, supplied findings
-    last (this process)          finish_fleet → report.json = head + hosts' texts + tail; report.html and
-                                 its detail files; the run history
+    pass 2, per slice (worker)   finish_host → each host's report.json text, its page details and its
+                                 history row (spool files); back: its finished part, page row, supplied findings
+    last (this process)          judge_fleet → the fleet's verdict; the run history is then recorded (a
+                                 worker) while describe_fleet (cohorts, outliers) runs and report.json =
+                                 head + hosts' texts + tail, report.html and its detail files are written
 
 The result is the document `build_report` builds in memory, byte for byte (tests/report/test_pipeline.py).
 Of all hosts at once, only their small parts are held (fleet parts, page rows, supplied fleet findings:
