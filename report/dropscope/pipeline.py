@@ -80,22 +80,20 @@ def _shared(value: Any, strings: dict[str, str]) -> Any:
     (text → that string; filled as it goes). Hosts repeat the same names, keys and titles: a slice's result,
     shared so, is pickled with one copy of each and unpickled so (10,000 synthetic hosts: what this process
     holds of them, ~16 KB a host, becomes ~10 KB)."""
-    share = strings.setdefault
-
     # Strings and atoms inside a container are handled in place, without a call each (most values are leaves).
-    def walk(value: Any) -> Any:
-        kind = type(value)
-        if kind is dict:
-            return {share(key, key) if type(key) is str else key:
-                    share(item, item) if type(item) is str else walk(item) if type(item) in _CONTAINERS else item
-                    for key, item in value.items()}  # fmt: skip
-        if kind is list or kind is tuple:
-            items = [share(item, item) if type(item) is str else walk(item) if type(item) in _CONTAINERS else item
-                     for item in value]  # fmt: skip
-            return items if kind is list else tuple(items)
-        return share(value, value) if kind is str else value
-
-    return walk(value)
+    # (No nested helper: a recursive closure is a reference cycle, which would keep STRINGS alive in a
+    # worker, where the cyclic collector is off.)
+    share = strings.setdefault
+    kind = type(value)
+    if kind is dict:
+        return {share(key, key) if type(key) is str else key:
+                share(item, item) if type(item) is str else _shared(item, strings) if type(item) in _CONTAINERS
+                else item for key, item in value.items()}  # fmt: skip
+    if kind is list or kind is tuple:
+        items = [share(item, item) if type(item) is str else _shared(item, strings) if type(item) in _CONTAINERS
+                 else item for item in value]  # fmt: skip
+        return items if kind is list else tuple(items)
+    return share(value, value) if kind is str else value
 
 
 def _spool_write(handle: BinaryIO, value: Any) -> None:
