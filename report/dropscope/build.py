@@ -450,13 +450,24 @@ def finish_fleet(
 ) -> JSON:
     """The fleet's verdict, findings, cohorts and outliers, from its finished HOSTS (entries or their
     `fleet_part_finished`) and the fleet findings they supplied; returns report.json's `knowledge`."""
+    judge_fleet(fleet, hosts, supplied)
+    return describe_fleet(fleet, hosts, knowledge)
+
+
+def judge_fleet(fleet: JSON, hosts: list[JSON], supplied: Iterable[tuple[tuple[int, int], JSON]]) -> None:
+    """`finish_fleet`'s first step: the fleet's findings and verdict (all the run history needs of the fleet)."""
     found = fleet_findings(supplied)
     fleet["verdict"], fleet["verdicts"] = fleet_verdict((host["verdict"] for host in hosts), found)
     fleet["findings"] = found
+
+
+def describe_fleet(fleet: JSON, hosts: list[JSON], knowledge: KnowledgeBase) -> JSON:
+    """`finish_fleet`'s second step, after `judge_fleet`: cohorts and outliers; returns report.json's
+    `knowledge`."""
     fleet["cohorts"] = cohorts(hosts)
     fleet["outliers"] = outliers(hosts)
     background: JSON = {}
-    for finding in [*(f for host in hosts for f in host["findings"]), *found]:
+    for finding in [*(f for host in hosts for f in host["findings"]), *fleet["findings"]]:
         if finding["key"] not in background:
             background[finding["key"]] = finding_background(finding, knowledge)
     return {

@@ -125,6 +125,8 @@ class LedgerRule:
 
     def siblings(self, row: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The ROWS (drop counter rows: section, object, counter) that count ROW's packets more precisely."""
+        if not self.duplicate_of:  # most counters have no more precise sibling: no walk over the rows
+            return []
         return [other for other in rows if other is not row and any(
             counter.match(other["counter"]) and (
                 other["section"] == row["section"] and other["object"] == row["object"] if section is None

@@ -1,12 +1,14 @@
 """`dropscope report` at fleet scale: the one builder's steps (dropscope.build) run over slices of hosts,
 in worker processes, so that time scales down with the controller's cores and memory holds one slice.
 
-    pass 1, per slice (worker)   prepare_host → the prepared hosts to a spool file; their fleet parts back
+    pass 1, per slice (worker)   prepare_host → the prepared hosts to a spool file (marshal); their fleet
+                                 parts back
     fleet pass (this process)    plan_fleet → the fleet so far, each host's share of it
-    pass 2, per slice (worker)   finish_host → each host's report.json text and its page row and details
-                                 (spool files); back: its finished part, history row, supplied findings
-    last (this process)          finish_fleet → report.json = head + hosts' texts + tail; report.html and
-                                 its detail files; the run history
+    pass 2, per slice (worker)   finish_host → each host's report.json text, its page details and its
+                                 history row (spool files); back: its finished part, page row, supplied findings
+    last (this process)          judge_fleet → the fleet's verdict; the run history is then recorded (a
+                                 worker) while describe_fleet (cohorts, outliers) runs and report.json =
+                                 head + hosts' texts + tail, report.html and its detail files are written
 
 The result is the document `build_report` builds in memory, byte for byte (tests/report/test_pipeline.py).
 Of all hosts at once, only their small parts are held (fleet parts, page rows, supplied fleet findings:
@@ -18,21 +20,22 @@ from __future__ import annotations
 
 import gc
 import json
+import marshal
 import multiprocessing
 import os
-import pickle
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dropscope.build import (
-    finish_fleet,
+    describe_fleet,
     finish_host,
     fleet_part,
     fleet_part_finished,
     inventory_groups,
+    judge_fleet,
     plan_fleet,
     prepare_host,
     run_summary,
@@ -56,6 +59,8 @@ from dropscope.render_json import host_text, indented, report_head, report_tail
 PARALLEL_FROM_HOSTS = 2_000  # below this, worker processes cost more than they save
 SLICE_CHUNKS = 5  # a slice is this many chunks of the page's details (render_html.DETAIL_CHUNK hosts each)
 READ_BYTES = 1 << 20
+SPOOL_LENGTH_BYTES = 4  # the length before each value in a spool file (a host's is ~15 KB)
+_CONTAINERS = frozenset((dict, list, tuple))
 
 _knowledge: KnowledgeBase | None = None  # the knowledge base of this worker (set by _start_worker)
 
@@ -75,16 +80,36 @@ def _shared(value: Any, strings: dict[str, str]) -> Any:
     (text → that string; filled as it goes). Hosts repeat the same names, keys and titles: a slice's result,
     shared so, is pickled with one copy of each and unpickled so (10,000 synthetic hosts: what this process
     holds of them, ~16 KB a host, becomes ~10 KB)."""
-    if isinstance(value, str):
-        return strings.setdefault(value, value)
-    if isinstance(value, dict):
-        return {strings.setdefault(key, key) if isinstance(key, str) else key: _shared(item, strings)
-                for key, item in value.items()}  # fmt: skip
-    if isinstance(value, list):
-        return [_shared(item, strings) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_shared(item, strings) for item in value)
-    return value
+    # Strings and atoms inside a container are handled in place, without a call each (most values are leaves).
+    # (No nested helper: a recursive closure is a reference cycle, which would keep STRINGS alive in a
+    # worker, where the cyclic collector is off.)
+    share = strings.setdefault
+    kind = type(value)
+    if kind is dict:
+        return {share(key, key) if type(key) is str else key:
+                share(item, item) if type(item) is str else _shared(item, strings) if type(item) in _CONTAINERS
+                else item for key, item in value.items()}  # fmt: skip
+    if kind is list or kind is tuple:
+        items = [share(item, item) if type(item) is str else _shared(item, strings) if type(item) in _CONTAINERS
+                 else item for item in value]  # fmt: skip
+        return items if kind is list else tuple(items)
+    return share(value, value) if kind is str else value
+
+
+def _spool_write(handle: BinaryIO, value: Any) -> None:
+    """Append VALUE (JSON-like) to a spool file: its length, then its marshal bytes (marshal: the spool is read
+    back by this same Python, and both ways take about half the time of pickle)."""
+    data = marshal.dumps(value)
+    handle.write(len(data).to_bytes(SPOOL_LENGTH_BYTES, "little"))
+    handle.write(data)
+
+
+def _spooled(path: Path) -> Iterator[Any]:
+    """The values `_spool_write` appended to PATH, in order (read one by one: a whole slice's bytes at once
+    would stay in the worker's heap after they are freed)."""
+    with open(path, "rb") as handle:
+        while length := handle.read(SPOOL_LENGTH_BYTES):
+            yield marshal.loads(handle.read(int.from_bytes(length, "little")))  # noqa: S302 (this run's own 0700 spool)
 
 
 def _prepare_slice(task: tuple[Path, Path, int, list[Any], dict[str, list[str]]]) -> list[tuple[JSON, str, Any]]:
@@ -95,7 +120,7 @@ def _prepare_slice(task: tuple[Path, Path, int, list[Any], dict[str, list[str]]]
     with open(spool / f"{start}.prepared", "wb") as prepared:
         for offset, entry in enumerate(entries):
             host, file, boot_id = prepare_host(run_dir, start + offset, entry, groups, _knowledge)
-            pickle.dump(host, prepared, protocol=pickle.HIGHEST_PROTOCOL)
+            _spool_write(prepared, host)
             parts.append((fleet_part(host), file, boot_id))
     return _shared(parts, {})
 
@@ -109,18 +134,16 @@ def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int, boo
     history_rows: list[JSON] = []
 
     def finished_hosts() -> Iterator[tuple[int, JSON, JSON | None]]:
-        with (
-            open(spool / f"{start}.prepared", "rb") as prepared,
-            open(spool / f"{start}.hosts", "w", encoding="utf-8") as texts,
-        ):
-            for offset, share in enumerate(shares):
-                host = pickle.load(prepared)  # noqa: S301 (written by pass 1 into this run's own 0700 spool)
+        with open(spool / f"{start}.hosts", "w", encoding="utf-8") as texts:
+            prepared = _spooled(spool / f"{start}.prepared")
+            for offset, (share, host) in enumerate(zip(shares, prepared, strict=True)):
                 out["supplied"] += finish_host(host, share)
                 texts.write(host_text(host, start + offset, indent))
                 out["finished"].append(fleet_part_finished(host))
                 if history:
                     history_rows.append(host_row(host))
                 yield start + offset, host, (share or {}).get("note")
+        (spool / f"{start}.prepared").unlink()  # read: see _read_once
 
     for number, (rows, chunk) in enumerate(host_views(finished_hosts(), other_rows), start // chunk_size):
         text = detail_text(chunk)
@@ -130,14 +153,15 @@ def _finish_slice(task: tuple[Path, int, list[JSON | None], bool, bool, int, boo
     strings: dict[str, str] = {}
     if history:
         rows = _shared(history_rows, strings)
-        (spool / f"{start}.history").write_bytes(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+        with open(spool / f"{start}.history", "wb") as handle:
+            _spool_write(handle, rows)
     return _shared(out, strings)
 
 
 def _record_history(task: tuple[Path, str, JSON, Path, list[int]]) -> bool:
     """Record the run into the run history from the hosts' rows pass 2 spooled (SPOOL/START.history)."""
     history, name, recorded, spool, starts = task
-    rows = [row for start in starts for row in pickle.loads((spool / f"{start}.history").read_bytes())]  # noqa: S301
+    rows = [row for start in starts for rows in _spooled(spool / f"{start}.history") for row in rows]
     return record_report(history, name, recorded, rows)
 
 
@@ -178,6 +202,14 @@ class _Workers:
             self.pool.join()
 
 
+def _read_once(path: Path) -> str:
+    """The text of spool file PATH, which goes once read: the spool (~350 MB at 10,000 synthetic hosts) is
+    freed as the reports are written, not all at the end while the run history is waited for."""
+    text = path.read_text(encoding="utf-8")
+    path.unlink()
+    return text
+
+
 def _report_bytes(head: JSON, spool: Path, starts: list[int], tail: JSON, indent: bool) -> Iterator[bytes]:
     """report.json's bytes: HEAD, the host texts pass 2 spooled for each slice (copied as they are), TAIL."""
     for text in report_head(head, indent):
@@ -186,6 +218,7 @@ def _report_bytes(head: JSON, spool: Path, starts: list[int], tail: JSON, indent
         with open(spool / f"{start}.hosts", "rb") as handle:
             while data := handle.read(READ_BYTES):
                 yield data
+        (spool / f"{start}.hosts").unlink()  # copied: see _read_once
     yield report_tail(tail, indent, empty=not starts).encode("utf-8")
 
 
@@ -228,12 +261,13 @@ def write_run_reports(
 
         report: JSON = {"schema_version": SCHEMA_VERSION, "run": run_summary(manifest), "fleet": fleet}
         hosts = [part for out in finished for part in out["finished"]]
-        knowledge_part = finish_fleet(fleet, hosts, [item for out in finished for item in out["supplied"]], knowledge)
+        judge_fleet(fleet, hosts, [item for out in finished for item in out["supplied"]])
         recorded = None
-        if history is not None:  # recorded in a worker while this process writes the reports
+        if history is not None:  # recorded in a worker while this process describes the fleet and writes the reports
             task = (history, run_dir.resolve().name, {"run": report["run"], "fleet": {"verdict": fleet["verdict"]}},
                     spool, starts)  # fmt: skip
             recorded = pool.start(_record_history, task)
+        knowledge_part = describe_fleet(fleet, hosts, knowledge)
         warnings = run_warnings(run_dir, files, [host["host"] for host in hosts])
         warnings += [pool.warning] if pool.warning else []
         tail = {"warnings": warnings, "knowledge": knowledge_part}
@@ -245,10 +279,10 @@ def write_run_reports(
         inline = details_inline(length for _, length in chunks)
         with ReplacedFolder(target / DETAILS_DIR) as details:
             for number, _ in chunks if not inline else []:
-                text = (spool / f"details-{number}.json").read_text(encoding="utf-8")
+                text = _read_once(spool / f"details-{number}.json")
                 details.write(f"{DETAILS_DIR}/{number}.js", detail_script(number, text))
             page_details = (
-                [json.loads((spool / f"details-{number}.json").read_text(encoding="utf-8")) for number, _ in chunks]
+                [json.loads(_read_once(spool / f"details-{number}.json")) for number, _ in chunks]
                 if inline
                 else None
             )
