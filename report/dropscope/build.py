@@ -56,6 +56,7 @@ from dropscope.load import (
     rule_texts,
     run_warnings,
 )
+from dropscope.sampling import one_in
 from dropscope.who import knob_sysctl_patterns, name_who, usable_knobs
 
 SHARED_NAMES_SHOWN = 8  # host names listed in a "shares kernel with" note
@@ -103,7 +104,7 @@ def capture_summary(capture: JSON | None) -> JSON | None:
     for key in ("window", "locations", "peers", "subsystem_reasons"):
         if isinstance(capture.get(key), dict):
             summary[key] = capture[key]
-    if (capture.get("sample_one_in") or 1) > 1:  # the rate guard sampled: the counts are estimates
+    if one_in(capture) > 1:  # the rate guard sampled: the counts are estimates
         summary["sample_one_in"] = capture["sample_one_in"]
     return summary
 

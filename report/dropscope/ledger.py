@@ -161,7 +161,8 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
     meaningless: set[str] = set()  # ledger keys of groups without a reason at a function nobody explains
     excess = 0  # what is left of sampled groups that counters took from, within the estimate's spread
     for number, group in enumerate(groups):
-        if left[number] and number in matched and left[number] <= spread(group["count"], sampled, LEDGER_SIGMAS):
+        if sampled > 1 and left[number] and number in matched and left[number] <= spread(
+                group["count"], sampled, LEDGER_SIGMAS):
             excess += left[number]
             left[number] = 0
         if left[number]:

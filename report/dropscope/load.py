@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dropscope.sampling import one_in
+
 SCHEMA_VERSION = 1
 HOST_STATUSES = ("ok", "unreachable", "failed")
 CAPTURE_STATUSES = ("ok", "unavailable", "failed")
@@ -282,11 +284,11 @@ def _capture_notes(capture: JSON | None) -> list[str]:
         )
     if capture.get("truncated"):
         notes.append("capture: the capture was truncated; counts are a lower bound")
-    if (capture.get("sample_one_in") or 1) > 1:
+    sampled = one_in(capture)
+    if sampled > 1:
         notes.append(
-            f"capture: the rate guard counted 1 in {capture['sample_one_in']} drops, chosen at random in the kernel:"
-            f" counts are estimates (a count C is within 2·√(C·{capture['sample_one_in'] - 1}) of the true count"
-            " 19 times in 20)"
+            f"capture: the rate guard counted 1 in {sampled} drops, chosen at random in the kernel:"
+            f" counts are estimates (a count C is within 2·√(C·{sampled - 1}) of the true count 19 times in 20)"
         )
     if capture.get("status") == "ok" and capture.get("lost_events"):
         notes.append(f"capture: {capture['lost_events']} events were lost; counts are a lower bound")
