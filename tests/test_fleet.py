@@ -141,12 +141,14 @@ def _tasks_run_on_hosts(output: str) -> dict[str, list[str]]:
 def test_one_module_run_per_host_and_one_window(fleet_run):
     """One capture task per host reads the counters in the capture's window: the two intervals agree within
     0.5 s, and the counters' exact deltas are the injected drops the capture saw."""
-    ran = _tasks_run_on_hosts(fleet_run["output"])
-    # The role's argument check runs on the controller; the capture is the one task per host that runs
-    # anything (the perf install is included only with install_perf=true: skipped once per host here).
-    assert [name for name in ran if name.startswith("Validating arguments against arg spec 'main'")] != []
-    assert {name: hosts for name, hosts in ran.items() if not name.startswith("Validating arguments")} == {
-        CAPTURE_TASK: ["h1", "h2", "h3"]}
+    output = fleet_run["output"]
+    # The capture is the one task lab hosts see: the options were checked once on the controller, and the
+    # perf install play has no hosts without install_perf=true (no task skipped once per host).
+    assert _tasks_run_on_hosts(output) == {CAPTURE_TASK: ["h1", "h2", "h3"]}
+    assert re.findall(r"^skipping: \[(h\d)\]", output, re.M) == []
+    check = output.split("Validating arguments against arg spec 'check'", 1)[1].split("\nTASK [", 1)[0]
+    assert re.findall(r"^(?:ok|changed|skipping|fatal): \[([^\]]+)\]", check, re.M) == ["localhost"]
+    assert "arg spec 'main'" not in output
     assert fleet_run["output"].count(f"TASK [dropscope.drops.diagnose : {CAPTURE_TASK}]") == 1
     documents = {name: json.loads((fleet_run["run_dir"] / "hosts" / f"{name}.json").read_text())
                  for name in ("h1", "h2", "h3")}
@@ -348,6 +350,16 @@ def test_a_normal_run_prints_no_warning(fleet_run, lab3, tmp_path):
     for name in sorted(lab3["hosts"]):
         capture = json.loads((tmp_path / "dport" / "hosts" / f"{name}.json").read_text())["capture"]
         assert (capture["status"], capture["backend"], capture["port_filter"]) == ("ok", "bpftrace", 8000)
+
+
+def test_a_bad_option_fails_the_run_once_before_any_host(lab3, tmp_path):
+    """The role's options are checked once on the controller: one error naming the option, no host touched."""
+    proc = _playbook(lab3["inventory"], "-e", "backend=nope", runs_dir=tmp_path, run_id="bad")
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "value of diagnose_backend must be one of: auto, bpftrace, perf, tracefs, dropwatch, got: nope" \
+        in _one_line(proc.stdout + proc.stderr)
+    assert re.findall(r"^fatal: \[([^\]]+)\]", proc.stdout, re.M) == ["localhost"]
+    assert "PLAY [Diagnose packet drops" not in proc.stdout and not (tmp_path / "bad").exists()
 
 
 def test_the_old_port_variable_is_refused(lab3, tmp_path):

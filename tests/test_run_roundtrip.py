@@ -112,3 +112,33 @@ def test_collection_snapshot_and_capture_through_run_record_to_the_report(tmp_pa
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 3, check.stdout + check.stderr
     assert "h2: failed" in check.stdout
+
+
+def _run_record_task(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """run_record as a real ad-hoc Ansible task on the controller (its action plugin), verbose."""
+    results = json.dumps({"h1": {"capture": {"capture": dict(CAPTURE_OK), "before": {}, "after": {}}}})
+    argv = ["ansible", "localhost", "-m", "dropscope.drops.run_record", "-vvv",
+            "-a", json.dumps({"runs_dir": str(tmp_path), "run_id": "adhoc", "results": json.loads(results)}), *args]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+CAPTURE_OK = {"schema_version": 1, "backend": "bpftrace", "status": "ok", "reason": None, "drops": [],
+              "window": {"counters_s": 1.2, "capture_s": 1.0, "difference_s": 0.2, "complete": True}}
+
+
+def test_run_record_runs_in_the_controller_process_and_predicts_in_check_mode(tmp_path):
+    """The action plugin writes the run itself: no module payload is built or started, and check mode
+    writes nothing but says what a real run would record; a second run with the same id fails, naming it."""
+    checked = _run_record_task(tmp_path, "--check")
+    assert checked.returncode == 0, checked.stdout[-2000:]
+    assert "AnsiballZ" not in checked.stdout + checked.stderr and not (tmp_path / "adhoc").exists()
+    # The YAML callback of ansible.cfg prints the task result.
+    assert "\n    incomplete: []\n" in checked.stdout and "localhost | SUCCESS" in checked.stdout
+    real = _run_record_task(tmp_path)
+    assert real.returncode == 0 and "AnsiballZ" not in real.stdout + real.stderr, real.stdout[-2000:]
+    assert "localhost | CHANGED" in real.stdout and "\n    window_difference_s: 0.2\n" in real.stdout
+    host = json.loads((tmp_path / "adhoc" / "hosts" / "h1.json").read_text())
+    assert (host["status"], host["capture"]) == ("ok", CAPTURE_OK)
+    again = _run_record_task(tmp_path)
+    assert again.returncode == 2
+    assert f"Failed to write run {tmp_path}/adhoc: run directory {tmp_path}/adhoc already exists" in again.stdout

@@ -34,6 +34,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+# run_record's options: the module and its action plugin (which runs it on the controller) validate the same.
+ARGUMENT_SPEC = dict(
+    runs_dir=dict(type="path", required=True),
+    run_id=dict(type="str"),
+    results=dict(type="dict", required=True),
+    manifest=dict(type="dict", default={}),
+)
+
+
 class RunRecordError(Exception):
     pass
 
@@ -211,6 +220,45 @@ def complete_manifest(manifest, now=None):
 
 def new_run_id(now=None):
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def record_run(params, check_mode=False):
+    """run_record's whole job for its validated options: the task result (``failed`` and ``msg`` on error).
+
+    In check mode nothing is written; the result says what a real run would record.
+    """
+    run_id = params["run_id"] or new_run_id()
+    run_dir = os.path.join(params["runs_dir"], run_id)
+    results = params["results"]
+    try:
+        records = [host_record(host, results[host] or {}) for host in sorted(results)]
+        if check_mode:
+            hosts = [{"host": r["host"], "status": r["status"], "error": r["error"]} for r in records]
+        else:
+            run_dir, manifest = write_records(params["runs_dir"], run_id, records,
+                                              complete_manifest(params["manifest"]))
+            hosts = manifest["hosts"]
+    except (RunRecordError, IOError, OSError, ValueError) as exc:
+        return {"failed": True, "msg": "Failed to write run %s: %s" % (run_dir, exc), "run_dir": run_dir,
+                "run_id": run_id}
+    return {"changed": not check_mode, "run_dir": run_dir, "run_id": run_id, "hosts": hosts,
+            "incomplete": [h["host"] for h in hosts if h["status"] != "ok"],
+            "window_difference_s": window_difference(records)}
+
+
+def window_difference(records):
+    """The largest difference between a host's counters interval and its capture window, in seconds.
+
+    None when no host's capture went live (check mode, or every capture failed before its window).
+
+    >>> window_difference([{"capture": {"window": {"difference_s": 0.21}}},
+    ...                    {"capture": {"window": {"difference_s": 0.34}}}, {"capture": None}])
+    0.34
+    """
+    differences = [record["capture"]["window"]["difference_s"] for record in records
+                   if isinstance(record.get("capture"), dict) and isinstance(record["capture"].get("window"), dict)
+                   and record["capture"]["window"].get("difference_s") is not None]
+    return max(differences) if differences else None
 
 
 def write_run(runs_dir, run_id, hosts, manifest):

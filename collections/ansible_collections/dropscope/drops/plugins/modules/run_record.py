@@ -117,44 +117,16 @@ incomplete:
   sample: ["h2"]
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.dropscope.drops.plugins.module_utils.run_record import (
-    RunRecordError,
-    complete_manifest,
-    host_record,
-    new_run_id,
-    write_run,
-)
+from ansible_collections.dropscope.drops.plugins.module_utils.run_record import ARGUMENT_SPEC, record_run
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            runs_dir=dict(type="path", required=True),
-            run_id=dict(type="str"),
-            results=dict(type="dict", required=True),
-            manifest=dict(type="dict", default={}),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    run_id = params["run_id"] or new_run_id()
-    run_dir = os.path.join(params["runs_dir"], run_id)
-    if module.check_mode:
-        hosts = [dict(host=host, status=record["status"], error=record["error"])
-                 for host, record in ((h, host_record(h, r or {})) for h, r in sorted(params["results"].items()))]
-        module.exit_json(changed=False, run_dir=run_dir, run_id=run_id, hosts=hosts,
-                         incomplete=[h["host"] for h in hosts if h["status"] != "ok"])
-    try:
-        run_dir, manifest = write_run(params["runs_dir"], run_id, params["results"],
-                                      complete_manifest(params["manifest"]))
-    except (RunRecordError, IOError, OSError, ValueError) as exc:
-        module.fail_json(msg="Failed to write run %s: %s" % (run_dir, exc), run_dir=run_dir, run_id=run_id)
-    hosts = manifest["hosts"]
-    module.exit_json(changed=True, run_dir=run_dir, run_id=run_id, hosts=hosts,
-                     incomplete=[h["host"] for h in hosts if h["status"] != "ok"])
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    result = record_run(module.params, check_mode=module.check_mode)
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

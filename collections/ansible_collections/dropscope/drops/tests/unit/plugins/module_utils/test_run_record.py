@@ -15,6 +15,7 @@ from ansible_collections.dropscope.drops.plugins.module_utils.run_record import 
     RunRecordError,
     complete_manifest,
     host_record,
+    record_run,
     safe_file_name,
     write_records,
     write_run,
@@ -238,3 +239,38 @@ def test_one_and_three_task_results_write_the_same_host_document(tmp_path):
     one = {"capture": dict(ONE["capture"], capabilities=caps)}
     three = dict(OK, capture={"capture": CAPTURE, "capabilities": caps})
     assert host_record("h1", one) == host_record("h1", three)
+
+
+# ------------------------------------------- record_run: the module's and the action plugin's one job
+
+WINDOW = dict(CAPTURE, window={"counters_s": 3.2, "capture_s": 3.0, "difference_s": 0.2, "complete": True})
+
+
+def test_record_run_writes_the_run_and_returns_statuses_and_the_window_difference(tmp_path):
+    results = {"h2": {"capture": dict(ONE["capture"], capture=dict(WINDOW, window=dict(WINDOW["window"],
+                                                                                       difference_s=0.35)))},
+               "h1": {"capture": dict(ONE["capture"], capture=WINDOW)},
+               "h3": {"capture": UNREACHABLE}}
+    result = record_run({"runs_dir": str(tmp_path), "run_id": "r1", "results": results, "manifest": {}})
+    assert (result["changed"], result["run_dir"], result["run_id"]) == (True, str(tmp_path / "r1"), "r1")
+    assert [(h["host"], h["status"]) for h in result["hosts"]] == [("h1", "ok"), ("h2", "ok"), ("h3", "unreachable")]
+    assert result["incomplete"] == ["h3"] and result["window_difference_s"] == 0.35
+    assert sorted(os.listdir(str(tmp_path / "r1" / "hosts"))) == ["h1.json", "h2.json", "h3.json"]
+
+
+def test_record_run_in_check_mode_writes_nothing_and_says_what_it_would_record(tmp_path):
+    results = {"h1": ONE, "h2": {"capture": SKIPPED}}
+    result = record_run({"runs_dir": str(tmp_path), "run_id": "r1", "results": results, "manifest": {}},
+                        check_mode=True)
+    assert (result["changed"], result["incomplete"], result["window_difference_s"]) == (False, ["h2"], None)
+    assert result["hosts"][1] == {"host": "h2", "status": "failed", "error": "capture: no result (the task did not run)"}
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_record_run_fails_with_the_run_directory_in_its_message(tmp_path):
+    params = {"runs_dir": str(tmp_path), "run_id": "r1", "results": {"h1": ONE}, "manifest": {}}
+    assert record_run(params)["changed"] is True
+    again = record_run(params)
+    assert again == {"failed": True, "run_dir": str(tmp_path / "r1"), "run_id": "r1",
+                     "msg": "Failed to write run %s: run directory %s already exists; it is never overwritten"
+                            % (tmp_path / "r1", tmp_path / "r1")}
