@@ -30,7 +30,8 @@ description:
     half-written run is never taken for a result. An existing run directory is never overwritten.
   - Host file names are made safe from inventory names (no path separators, no leading dot); the real
     name is kept inside the file and in the manifest.
-  - Runs where the playbook runs, normally C(localhost) (the controller).
+  - Always runs on the controller, in Ansible's own process (an action plugin: no module payload is copied
+    or started, whatever the task's host), and writes the run directory there.
 options:
   runs_dir:
     description:
@@ -70,7 +71,7 @@ attributes:
     support: full
     platforms: posix
     details:
-      - Runs on the controller.
+      - Runs on the controller (its action plugin).
 seealso:
   - module: dropscope.drops.drop_counters
   - module: dropscope.drops.drop_capture
@@ -115,6 +116,13 @@ incomplete:
   type: list
   elements: str
   sample: ["h2"]
+window_difference_s:
+  description:
+    - The largest difference, over the hosts, between a host's counters interval and its capture window
+      (the time its counters took to read), in seconds; V(null) when no capture went live.
+  returned: success
+  type: float
+  sample: 0.0127
 """
 
 from ansible.module_utils.basic import AnsibleModule
