@@ -142,3 +142,27 @@ def test_run_record_runs_in_the_controller_process_and_predicts_in_check_mode(tm
     again = _run_record_task(tmp_path)
     assert again.returncode == 2
     assert f"Failed to write run {tmp_path}/adhoc: run directory {tmp_path}/adhoc already exists" in again.stdout
+
+
+def test_the_report_task_renders_in_the_controller_process_and_fails_with_the_reason(tmp_path):
+    """dropscope.drops.report runs `dropscope report` itself (no module payload, no shell): it writes the
+    report of a real run directory, and a directory that is not a run fails the task with dropscope's reason."""
+    assert _run_record_task(tmp_path).returncode == 0
+
+    def report(run_dir: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ansible", "localhost", "-m", "dropscope.drops.report", "-vvv",
+                               "-a", json.dumps({"run_dir": run_dir}), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    checked = report(str(tmp_path / "adhoc"), "--check")
+    assert checked.returncode == 0 and "check mode: nothing rendered" in checked.stdout, checked.stdout[-2000:]
+    assert not (tmp_path / "adhoc" / "report.json").exists()
+    rendered = report(str(tmp_path / "adhoc"))
+    assert rendered.returncode == 0 and "AnsiballZ" not in rendered.stdout + rendered.stderr, rendered.stdout[-2000:]
+    assert [host["host"] for host in json.loads((tmp_path / "adhoc" / "report.json").read_text())["hosts"]] == ["h1"]
+    assert (tmp_path / "adhoc" / "report.html").exists()
+    (tmp_path / "not-a-run").mkdir()
+    refused = report(str(tmp_path / "not-a-run"))
+    assert refused.returncode == 2
+    assert (f"dropscope report {tmp_path}/not-a-run failed (exit 2): dropscope report: {tmp_path}/not-a-run/"
+            "manifest.json: file is missing") in " ".join((refused.stdout + refused.stderr).split())

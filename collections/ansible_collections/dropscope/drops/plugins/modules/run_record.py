@@ -30,8 +30,8 @@ description:
     half-written run is never taken for a result. An existing run directory is never overwritten.
   - Host file names are made safe from inventory names (no path separators, no leading dot); the real
     name is kept inside the file and in the manifest.
-  - Always runs on the controller, in Ansible's own process (an action plugin: no module payload is copied
-    or started, whatever the task's host), and writes the run directory there.
+  - Always runs on the controller, in Ansible's own process, whatever the task's host (an action plugin, so
+    no module payload is copied or started), and writes the run directory there.
 options:
   runs_dir:
     description:
