@@ -174,6 +174,8 @@ class KnowledgeBase:
     _corroboration: dict[str, list[tuple[str, re.Pattern[str]]]] = field(default_factory=dict, repr=False)
     _ledger_cache: dict[tuple[str, str], LedgerRule | None] = field(default_factory=dict, repr=False)
     _direction_cache: dict[tuple[str, str, str | None], str] = field(default_factory=dict, repr=False)
+    _corroborates_cache: dict[tuple[str, str, str], bool] = field(default_factory=dict, repr=False)
+    _knob_cache: dict[str, JSON | None] = field(default_factory=dict, repr=False)
 
     def reason(self, name: str) -> JSON | None:
         """The entry of a kernel drop reason, or None if the knowledge base does not know it.
@@ -279,8 +281,15 @@ class KnowledgeBase:
     def corroborates(self, reason: str, section: str, counter: str) -> bool:
         """Whether counter SECTION/COUNTER moves together with drops of REASON (its `corroborated_by`).
 
-        REASON may also be a location finding's key (`location:ID`: that locations.yml entry's list).
+        REASON may also be a location finding's key (`location:ID`: that locations.yml entry's list). Cached:
+        every host asks it for each of its reasons × drop counters, and fleets repeat both.
         """
+        key = (reason, section, counter)
+        if key not in self._corroborates_cache:
+            self._corroborates_cache[key] = self._corroborates(reason, section, counter)
+        return self._corroborates_cache[key]
+
+    def _corroborates(self, reason: str, section: str, counter: str) -> bool:
         if reason not in self._corroboration:
             patterns = []
             entry = self.reasons.get(reason) or self.locations.get(reason.removeprefix("location:")) or {}
@@ -302,10 +311,15 @@ class KnowledgeBase:
         return bool(entry.get("benign")) or location in (entry.get("benign_locations") or [])
 
     def knob(self, name: str) -> JSON | None:
-        """The knobs.yml entry of a knob a finding names (by its name or one of its `aliases`), or None."""
+        """The knobs.yml entry of a knob a finding names (by its name or one of its `aliases`), or None (cached:
+        a name not in knobs.yml would walk every entry's aliases each time)."""
         if name in self.knobs:
             return self.knobs[name]
-        return next((entry for entry in self.knobs.values() if name in (entry.get("aliases") or [])), None)
+        if name not in self._knob_cache:
+            self._knob_cache[name] = next(
+                (entry for entry in self.knobs.values() if name in (entry.get("aliases") or [])), None
+            )
+        return self._knob_cache[name]
 
     def ledger_rule(self, rule: CounterRule, counter: str) -> LedgerRule | None:
         """RULE's ledger knowledge for COUNTER (cached; None: not a count of dropped packets)."""

@@ -78,9 +78,13 @@ def bar_style(count: int, maximum: int) -> str:
     return f"width:{width:.1f}%"
 
 
+# check_circular=False: the page's data is a tree, see render_json._COMPACT
+_EMBEDDED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 def embed_json(data: Any) -> Markup:
     """JSON safe inside <script type="application/json">: no `<`, `>` or `&` can end or alter the element."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = _EMBEDDED(data)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return Markup(text)  # noqa: S704 (escaped above: the only markup-significant characters are gone)
