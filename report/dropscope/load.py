@@ -148,6 +148,30 @@ def _check_counters(values: Any, where: str) -> None:
         _typed(value, int, "an integer", f"{where}.{name}")
 
 
+class _Absent:
+    """The value `_all_fit` sees for a field an item lacks."""
+
+
+_ABSENT = _Absent()
+_STRING, _INTEGER = frozenset({str}), frozenset({int})
+_STRING_OR_NULL, _INTEGER_OR_NULL = frozenset({str, type(None), _Absent}), frozenset({int, type(None), _Absent})
+_INTEGER_IF_PRESENT = frozenset({int, _Absent})
+# The fields of the items checked one by one below, each → the types it may have (_Absent: it may be missing).
+SOCKET_FIELDS = {"proto": _STRING, "local_address": _STRING, "local_port": _INTEGER, "drops": _INTEGER,
+                 "inode": _INTEGER_OR_NULL}  # fmt: skip
+FIREWALL_FIELDS = dict.fromkeys(FIREWALL_COUNTERS, _INTEGER)
+QDISC_FIELDS = dict.fromkeys(("dropped", *QDISC_GAUGES), _INTEGER_IF_PRESENT)
+DROP_FIELDS = {"reason": _STRING, "location": _STRING, "protocol": _STRING_OR_NULL, "count": _INTEGER}
+
+
+def _all_fit(items: Any, fields: Mapping[str, frozenset[type]]) -> bool:
+    """Whether every one of ITEMS is an object whose FIELDS have one of their types: the usual case, checked in
+    one pass without a message per field (a host has dozens of such items); items that do not all fit are then
+    checked field by field, which names the problem."""
+    return all(type(item) is dict and all(type(item.get(name, _ABSENT)) in kinds for name, kinds in fields.items())
+               for item in items)  # fmt: skip
+
+
 def validate_snapshot(snapshot: Any, where: str) -> None:
     """Raise HostDataError if a snapshot (at dotted path `where`) breaks the contract in a field we use."""
     _typed(snapshot, dict, "an object", where)
@@ -170,14 +194,15 @@ def validate_snapshot(snapshot: Any, where: str) -> None:
     _check_counters(_field(snapshot, "protocols", prefix), prefix + "protocols")
     for index, cpu in enumerate(_typed(_field(snapshot, "softnet", prefix), list, "a list", prefix + "softnet")):
         _check_counters(cpu, f"{prefix}softnet[{index}]")
-    for key, qdisc in _object(snapshot, "qdiscs", prefix).items():
+    qdiscs = _object(snapshot, "qdiscs", prefix)
+    for key, qdisc in {} if _all_fit(qdiscs.values(), QDISC_FIELDS) else qdiscs.items():
         at = f"{prefix}qdiscs.{key}"
         _typed(qdisc, dict, "an object", at)
         for name in ("dropped", *QDISC_GAUGES):
             if name in qdisc:
                 _typed(qdisc[name], int, "an integer", f"{at}.{name}")
     sockets = _typed(_field(snapshot, "sockets", prefix), list, "a list", prefix + "sockets")
-    for index, socket in enumerate(sockets):
+    for index, socket in enumerate(() if _all_fit(sockets, SOCKET_FIELDS) else sockets):
         at = f"{prefix}sockets[{index}]"
         _typed(socket, dict, "an object", at)
         _typed(_field(socket, "proto", at + "."), str, "a string", at + ".proto")
@@ -185,7 +210,8 @@ def validate_snapshot(snapshot: Any, where: str) -> None:
         _typed(_field(socket, "local_port", at + "."), int, "an integer", at + ".local_port")
         _typed(_field(socket, "drops", at + "."), int, "an integer", at + ".drops")
         _typed(socket.get("inode"), int, "an integer", at + ".inode", nullable=True)
-    for key, rule in _object(snapshot, "firewall", prefix).items():
+    rules = _object(snapshot, "firewall", prefix)
+    for key, rule in {} if _all_fit(rules.values(), FIREWALL_FIELDS) else rules.items():
         at = f"{prefix}firewall.{key}"
         _typed(rule, dict, "an object", at)
         for name in FIREWALL_COUNTERS:
@@ -222,7 +248,7 @@ def validate_capture(capture: Any, where: str = "capture") -> None:
     if sampled is not None and sampled < 1:
         raise HostDataError(f"'{prefix}sample_one_in' is {sampled}, expected 1 or more (1 in how many drops counted)")
     drops = _typed(capture.get("drops") or [], list, "a list", prefix + "drops")
-    for index, drop in enumerate(drops):
+    for index, drop in enumerate(() if _all_fit(drops, DROP_FIELDS) else drops):
         at = f"{prefix}drops[{index}]"
         _typed(drop, dict, "an object", at)
         _typed(_field(drop, "reason", at + "."), str, "a string", at + ".reason")
@@ -323,8 +349,16 @@ def load_manifest(run_dir: Path) -> JSON:
 
 @functools.lru_cache(maxsize=16)
 def _resolved(run_dir: Path) -> Path:
-    """RUN_DIR's real path, resolved once per run rather than once per host."""
+    """RUN_DIR's (or its hosts directory's) real path, resolved once per run rather than once per host."""
     return run_dir.resolve()
+
+
+def _real_path(path: Path) -> Path:
+    """PATH resolved, its directory once per run (every host file sits in hosts/: one lstat per host rather
+    than one per component)."""
+    if path.name in ("", ".", "..") or os.path.islink(path):
+        return path.resolve()
+    return _resolved(path.parent) / path.name
 
 
 def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
@@ -335,7 +369,7 @@ def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
     file = entry.get("file")
     if not isinstance(file, str) or not file:
         return HostRecord(name, "", "failed", f"manifest.json: hosts[{index}] has no 'file'")
-    path = (run_dir / file).resolve()
+    path = _real_path(run_dir / file)
     if not path.is_relative_to(_resolved(run_dir)):
         return HostRecord(name, file, "failed", f"manifest.json: hosts[{index}] file {file!r} is outside the run")
     try:
