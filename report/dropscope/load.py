@@ -414,17 +414,19 @@ def run_warnings(run_dir: Path, files: list[str], names: list[str]) -> list[str]
     """Stray host files and hosts listed twice."""
     warnings = []
     # Compared by name first; only a file no listed name matches is compared by its real path (symlinks).
-    named = {os.path.normpath(run_dir / file) for file in files if file}
+    # (Names as strings: a Path object per host costs more than the rest of this at 10,000 hosts.)
+    named = {os.path.normpath(os.path.join(run_dir, file)) for file in files if file}
     listed: set[Path] | None = None
     hosts_dir = run_dir / "hosts"
     if hosts_dir.is_dir():
-        for path in sorted(hosts_dir.glob("*.json")):
+        for name in sorted(name for name in os.listdir(hosts_dir) if name.endswith(".json")):  # glob("*.json")
+            path = os.path.join(hosts_dir, name)
             if os.path.normpath(path) in named:
                 continue
             if listed is None:
                 listed = {(run_dir / file).resolve() for file in files if file}
-            if path.resolve() not in listed:
-                warnings.append(f"hosts/{path.name} is not listed in manifest.json and was ignored")
+            if Path(path).resolve() not in listed:
+                warnings.append(f"hosts/{name} is not listed in manifest.json and was ignored")
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1
