@@ -57,12 +57,7 @@ def counter_deltas(before: Mapping[str, int], after: Mapping[str, int]) -> tuple
     Returns (deltas, resets) where each reset is {"counter", "before", "after"}. Counters present on one
     side only are ignored.
     """
-    # The usual case first, in one comprehension (a host has hundreds of counters): none went down.
-    deltas: Counters = {name: value - before[name] for name, value in after.items()
-                        if name in before and value != before[name]}  # fmt: skip
-    if all(delta > 0 for delta in deltas.values()):
-        return deltas, []
-    deltas = {}
+    deltas: Counters = {}
     resets: list[JSON] = []
     for name, after_value in after.items():
         if name not in before:
