@@ -149,27 +149,40 @@ def _check_counters(values: Any, where: str) -> None:
 
 
 class _Absent:
-    """The value `_all_fit` sees for a field an item lacks."""
+    """The value `_check_items` sees for a field an item lacks."""
 
 
 _ABSENT = _Absent()
 _STRING, _INTEGER = frozenset({str}), frozenset({int})
 _STRING_OR_NULL, _INTEGER_OR_NULL = frozenset({str, type(None), _Absent}), frozenset({int, type(None), _Absent})
 _INTEGER_IF_PRESENT = frozenset({int, _Absent})
-# The fields of the items checked one by one below, each → the types it may have (_Absent: it may be missing).
+# The fields of the items a host has dozens of, each → the types it may have (_Absent: it may be missing).
 SOCKET_FIELDS = {"proto": _STRING, "local_address": _STRING, "local_port": _INTEGER, "drops": _INTEGER,
                  "inode": _INTEGER_OR_NULL}  # fmt: skip
 FIREWALL_FIELDS = dict.fromkeys(FIREWALL_COUNTERS, _INTEGER)
 QDISC_FIELDS = dict.fromkeys(("dropped", *QDISC_GAUGES), _INTEGER_IF_PRESENT)
 DROP_FIELDS = {"reason": _STRING, "location": _STRING, "protocol": _STRING_OR_NULL, "count": _INTEGER}
+_EXPECTED = {str: "a string", int: "an integer"}  # the field types' names in messages
 
 
-def _all_fit(items: Any, fields: Mapping[str, frozenset[type]]) -> bool:
-    """Whether every one of ITEMS is an object whose FIELDS have one of their types: the usual case, checked in
-    one pass without a message per field (a host has dozens of such items); items that do not all fit are then
-    checked field by field, which names the problem."""
-    return all(type(item) is dict and all(type(item.get(name, _ABSENT)) in kinds for name, kinds in fields.items())
-               for item in items)  # fmt: skip
+def _check_items(items: dict[str, Any] | list[Any], fields: Mapping[str, frozenset[type]], where: str) -> None:
+    """Raise HostDataError if one of ITEMS (an object's members or a list's, at WHERE) is not an object whose
+    FIELDS have one of their types. All are first checked in one pass without a message per field (the usual
+    case: they fit); else they are checked field by field, and the first problem is named."""
+    named = isinstance(items, dict)
+    if all(type(item) is dict and all(type(item.get(name, _ABSENT)) in kinds for name, kinds in fields.items())
+           for item in (items.values() if named else items)):  # fmt: skip
+        return
+    for key, item in items.items() if named else enumerate(items):
+        at = f"{where}.{key}" if named else f"{where}[{key}]"
+        _typed(item, dict, "an object", at)
+        for name, kinds in fields.items():
+            if _Absent not in kinds:
+                _field(item, name, at + ".")
+            elif name not in item:
+                continue
+            kind = next(kind for kind in _EXPECTED if kind in kinds)
+            _typed(item[name], kind, _EXPECTED[kind], f"{at}.{name}", nullable=type(None) in kinds)
 
 
 def validate_snapshot(snapshot: Any, where: str) -> None:
@@ -194,28 +207,10 @@ def validate_snapshot(snapshot: Any, where: str) -> None:
     _check_counters(_field(snapshot, "protocols", prefix), prefix + "protocols")
     for index, cpu in enumerate(_typed(_field(snapshot, "softnet", prefix), list, "a list", prefix + "softnet")):
         _check_counters(cpu, f"{prefix}softnet[{index}]")
-    qdiscs = _object(snapshot, "qdiscs", prefix)
-    for key, qdisc in {} if _all_fit(qdiscs.values(), QDISC_FIELDS) else qdiscs.items():
-        at = f"{prefix}qdiscs.{key}"
-        _typed(qdisc, dict, "an object", at)
-        for name in ("dropped", *QDISC_GAUGES):
-            if name in qdisc:
-                _typed(qdisc[name], int, "an integer", f"{at}.{name}")
+    _check_items(_object(snapshot, "qdiscs", prefix), QDISC_FIELDS, prefix + "qdiscs")
     sockets = _typed(_field(snapshot, "sockets", prefix), list, "a list", prefix + "sockets")
-    for index, socket in enumerate(() if _all_fit(sockets, SOCKET_FIELDS) else sockets):
-        at = f"{prefix}sockets[{index}]"
-        _typed(socket, dict, "an object", at)
-        _typed(_field(socket, "proto", at + "."), str, "a string", at + ".proto")
-        _typed(_field(socket, "local_address", at + "."), str, "a string", at + ".local_address")
-        _typed(_field(socket, "local_port", at + "."), int, "an integer", at + ".local_port")
-        _typed(_field(socket, "drops", at + "."), int, "an integer", at + ".drops")
-        _typed(socket.get("inode"), int, "an integer", at + ".inode", nullable=True)
-    rules = _object(snapshot, "firewall", prefix)
-    for key, rule in {} if _all_fit(rules.values(), FIREWALL_FIELDS) else rules.items():
-        at = f"{prefix}firewall.{key}"
-        _typed(rule, dict, "an object", at)
-        for name in FIREWALL_COUNTERS:
-            _typed(_field(rule, name, at + "."), int, "an integer", f"{at}.{name}")
+    _check_items(sockets, SOCKET_FIELDS, prefix + "sockets")
+    _check_items(_object(snapshot, "firewall", prefix), FIREWALL_FIELDS, prefix + "firewall")
     conntrack = snapshot.get("conntrack")  # null where nf_conntrack is not loaded; absent from older snapshots
     if conntrack is not None:
         _typed(conntrack, dict, "an object", prefix + "conntrack")
@@ -248,13 +243,7 @@ def validate_capture(capture: Any, where: str = "capture") -> None:
     if sampled is not None and sampled < 1:
         raise HostDataError(f"'{prefix}sample_one_in' is {sampled}, expected 1 or more (1 in how many drops counted)")
     drops = _typed(capture.get("drops") or [], list, "a list", prefix + "drops")
-    for index, drop in enumerate(() if _all_fit(drops, DROP_FIELDS) else drops):
-        at = f"{prefix}drops[{index}]"
-        _typed(drop, dict, "an object", at)
-        _typed(_field(drop, "reason", at + "."), str, "a string", at + ".reason")
-        _typed(_field(drop, "location", at + "."), str, "a string", at + ".location")
-        _typed(drop.get("protocol"), str, "a string", at + ".protocol", nullable=True)
-        _typed(_field(drop, "count", at + "."), int, "an integer", at + ".count")
+    _check_items(drops, DROP_FIELDS, prefix + "drops")
     other = capture.get("other")
     if other is not None:
         _typed(other, dict, "an object", prefix + "other")
