@@ -25,8 +25,8 @@ import _string
 import functools
 import re
 import string
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second
 from dropscope.formatting import rate_phrase
@@ -273,6 +273,54 @@ def _capture_phrase(reason: str | None, drops: list[JSON], duration: float | Non
     return f"kfree_skb saw {count:,} {what} at {locations}{rate}"
 
 
+class _Evidence(NamedTuple):
+    """What a finding's sentence is made from (`_CONTEXT_VALUES`)."""
+
+    count: int
+    rate: float | None
+    reason: str | None
+    drops: list[JSON]
+    rows: list[JSON]
+    sampled: int
+
+
+def _first(rows: list[JSON], name: str) -> str:
+    return (rows[0].get(name) or "") if rows else ""
+
+
+def _first_detail(rows: list[JSON], section: str) -> str:
+    return next((row["detail"] for row in rows if row.get("detail") and row["section"] == section), "")
+
+
+# The fields a knowledge-base sentence (`explain`) may name besides {host}, each worked out from the evidence.
+_CONTEXT_VALUES: dict[str, Callable[[_Evidence], str]] = {
+    "count": lambda e: f"~{e.count:,}" if e.drops and e.sampled > 1 else f"{e.count:,}",
+    "rate": lambda e: rate_phrase(e.rate),
+    "reason": lambda e: e.reason or "",
+    "location": lambda e: ", ".join(dict.fromkeys(drop["location"] for drop in e.drops)) or "–",
+    "protocol": lambda e: ", ".join(sorted({drop.get("protocol") or "?" for drop in e.drops})),
+    "traffic": lambda e: _traffic(e.drops, e.rows),
+    "socket": lambda e: _socket_words(e.rows)[0],
+    "port": lambda e: _socket_words(e.rows)[1],
+    "qdisc": lambda e: _qdisc_words(e.rows)[0],
+    "dev": lambda e: _qdisc_words(e.rows)[1] or _first(e.rows, "object"),
+    "rule": lambda e: _first_detail(e.rows, "firewall"),
+    "table": lambda e: _first_detail(e.rows, "conntrack"),
+    "object": lambda e: _first(e.rows, "object"),
+    "counter": lambda e: _first(e.rows, "counter"),
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_fields(template: str) -> tuple[str, ...]:
+    """The `_CONTEXT_VALUES` fields TEMPLATE names (all of them for a template that is not plain {name}s): a
+    finding works out only what its sentence says (most name two or three)."""
+    pieces = _plain_fields(template)
+    if pieces is None:
+        return tuple(_CONTEXT_VALUES)
+    return tuple(dict.fromkeys(name for _, name, _ in pieces if name in _CONTEXT_VALUES))
+
+
 # --------------------------------------------------------------------------------------------------
 # Severity
 
@@ -333,25 +381,7 @@ def make_finding(
     severity = _cap(severity, entry.get("max_severity") or default_cap)
     if benign or entry.get("benign"):
         severity = "info"
-    socket, port = _socket_words(rows)
-    qdisc, dev = _qdisc_words(rows)
     first = rows[0] if rows else {}
-    context = {
-        "count": f"~{count:,}" if drops and sampled > 1 else f"{count:,}",
-        "rate": rate_phrase(rate),
-        "reason": reason or "",
-        "location": ", ".join(dict.fromkeys(drop["location"] for drop in drops)) or "–",
-        "protocol": ", ".join(sorted({d.get("protocol") or "?" for d in drops})),
-        "traffic": _traffic(drops, rows),
-        "socket": socket,
-        "port": port,
-        "qdisc": qdisc,
-        "dev": dev or first.get("object") or "",
-        "rule": next((row["detail"] for row in rows if row.get("detail") and row["section"] == "firewall"), ""),
-        "table": next((row["detail"] for row in rows if row.get("detail") and row["section"] == "conntrack"), ""),
-        "object": first.get("object") or "",
-        "counter": first.get("counter") or "",
-    }
     template = entry.get("explain")
     if not template:
         if reason:
@@ -360,6 +390,8 @@ def make_finding(
             template = "{host} drops {traffic} at {location} (this capture has no drop reasons)"
         else:
             template = "{host}: counter {counter} grew" + (" on {object}" if first.get("object") else "")
+    evidence = _Evidence(count, rate, reason, drops, rows, sampled)
+    context = {name: _CONTEXT_VALUES[name](evidence) for name in _template_fields(template)}
     phrases = [_row_phrase(row) for row in rows]
     if drops:
         phrases.append(_capture_phrase(reason, drops, duration, sampled))

@@ -122,16 +122,28 @@ class LedgerRule:
     duplicate_of: list[tuple[str | None, re.Pattern[str]]]
     where: str
     note: str | None
+    # (section, counter, whether in the same section and object) of another row → whether it is a sibling
+    _sibling_cache: dict[tuple[str, str, bool], bool] = field(default_factory=dict, repr=False, compare=False)
 
     def siblings(self, row: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The ROWS (drop counter rows: section, object, counter) that count ROW's packets more precisely."""
         if not self.duplicate_of:  # most counters have no more precise sibling: no walk over the rows
             return []
-        return [other for other in rows if other is not row and any(
-            counter.match(other["counter"]) and (
-                other["section"] == row["section"] and other["object"] == row["object"] if section is None
-                else other["section"] == section)
-            for section, counter in self.duplicate_of)]  # fmt: skip
+        found = []
+        for other in rows:
+            if other is row:
+                continue
+            key = (other["section"], other["counter"],
+                   other["section"] == row["section"] and other["object"] == row["object"])  # fmt: skip
+            if key not in self._sibling_cache:  # cached: hosts repeat the same counters
+                self._sibling_cache[key] = self._is_sibling(*key)
+            if self._sibling_cache[key]:
+                found.append(other)
+        return found
+
+    def _is_sibling(self, section: str, counter: str, same_place: bool) -> bool:
+        return any(pattern.match(counter) and (same_place if wanted is None else section == wanted)
+                   for wanted, pattern in self.duplicate_of)  # fmt: skip
 
 
 def _per_counter(value: Any, counter: str) -> Any:
@@ -174,6 +186,9 @@ class KnowledgeBase:
     _corroboration: dict[str, list[tuple[str, re.Pattern[str]]]] = field(default_factory=dict, repr=False)
     _ledger_cache: dict[tuple[str, str], LedgerRule | None] = field(default_factory=dict, repr=False)
     _direction_cache: dict[tuple[str, str, str | None], str] = field(default_factory=dict, repr=False)
+    _corroborates_cache: dict[tuple[str, str, str], bool] = field(default_factory=dict, repr=False)
+    _knob_cache: dict[str, JSON | None] = field(default_factory=dict, repr=False)
+    _accounts_cache: dict[tuple[str, str, str, re.Pattern[str] | None], bool] = field(default_factory=dict, repr=False)
 
     def reason(self, name: str) -> JSON | None:
         """The entry of a kernel drop reason, or None if the knowledge base does not know it.
@@ -243,6 +258,18 @@ class KnowledgeBase:
             self._location_cache[function] = found
         return self._location_cache[function]
 
+    def accounts(self, group: Mapping[str, Any], reason: str, location: re.Pattern[str] | None) -> bool:
+        """Whether a ledger's accounted_by item REASON@LOCATION (a glob's pattern, None: anywhere) names capture
+        GROUP: its reason, or for a group without one (kernels before 5.17, dropwatch) the reason its location
+        stands for (locations.yml `reason`) or `UNKNOWN` itself. Cached: every host asks it for each of its
+        counters × capture groups."""
+        key = (group["reason"], group["location"], reason, location)
+        if key not in self._accounts_cache:
+            self._accounts_cache[key] = (location is None or bool(location.match(group["location"]))) and (
+                group["reason"] == reason or self.stand_in(group["reason"], group["location"]) == reason
+            )
+        return self._accounts_cache[key]
+
     def stand_in(self, reason: str, location: str) -> str | None:
         """The named reason a reasonless drop at LOCATION stands for (locations.yml `reason`), else None."""
         if reason != REASONLESS:
@@ -279,8 +306,15 @@ class KnowledgeBase:
     def corroborates(self, reason: str, section: str, counter: str) -> bool:
         """Whether counter SECTION/COUNTER moves together with drops of REASON (its `corroborated_by`).
 
-        REASON may also be a location finding's key (`location:ID`: that locations.yml entry's list).
+        REASON may also be a location finding's key (`location:ID`: that locations.yml entry's list). Cached:
+        every host asks it for each of its reasons × drop counters, and fleets repeat both.
         """
+        key = (reason, section, counter)
+        if key not in self._corroborates_cache:
+            self._corroborates_cache[key] = self._corroborates(reason, section, counter)
+        return self._corroborates_cache[key]
+
+    def _corroborates(self, reason: str, section: str, counter: str) -> bool:
         if reason not in self._corroboration:
             patterns = []
             entry = self.reasons.get(reason) or self.locations.get(reason.removeprefix("location:")) or {}
@@ -302,10 +336,15 @@ class KnowledgeBase:
         return bool(entry.get("benign")) or location in (entry.get("benign_locations") or [])
 
     def knob(self, name: str) -> JSON | None:
-        """The knobs.yml entry of a knob a finding names (by its name or one of its `aliases`), or None."""
+        """The knobs.yml entry of a knob a finding names (by its name or one of its `aliases`), or None (cached:
+        a name not in knobs.yml would walk every entry's aliases each time)."""
         if name in self.knobs:
             return self.knobs[name]
-        return next((entry for entry in self.knobs.values() if name in (entry.get("aliases") or [])), None)
+        if name not in self._knob_cache:
+            self._knob_cache[name] = next(
+                (entry for entry in self.knobs.values() if name in (entry.get("aliases") or [])), None
+            )
+        return self._knob_cache[name]
 
     def ledger_rule(self, rule: CounterRule, counter: str) -> LedgerRule | None:
         """RULE's ledger knowledge for COUNTER (cached; None: not a count of dropped packets)."""

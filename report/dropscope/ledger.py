@@ -63,14 +63,6 @@ def ledger_key(group: Mapping[str, Any]) -> str:
     return group["reason"] if group["reason"] != REASONLESS else f"{REASONLESS}@{group['location']}"
 
 
-def _accounts(knowledge: KnowledgeBase, group: Mapping[str, Any], reason: str, location: Any) -> bool:
-    """Whether accounted_by item REASON@LOCATION names GROUP: its reason, or for a group without one (kernels
-    before 5.17, dropwatch) the reason its location stands for (locations.yml `reason`) or `UNKNOWN` itself."""
-    if location is not None and not location.match(group["location"]):
-        return False
-    return group["reason"] == reason or knowledge.stand_in(group["reason"], group["location"]) == reason
-
-
 def _contained(row: Mapping[str, Any], entries: list[tuple[JSON, Any]]) -> list[JSON]:
     """For a qdisc's row: the rows of the same counter of the qdiscs directly inside it, which it counts again (a
     classful qdisc adds its children's drops to its own: tbf above pfifo, mq above its queues' qdiscs; a child
@@ -127,7 +119,7 @@ def host_ledger(host: Mapping[str, Any], rows: list[JSON], knowledge: KnowledgeB
             for number, group in enumerate(groups):
                 if not need:
                     break
-                if left[number] and _accounts(knowledge, group, reason, location):
+                if left[number] and knowledge.accounts(group, reason, location):
                     take = min(need, left[number])
                     left[number] -= take
                     need -= take

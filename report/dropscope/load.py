@@ -148,6 +148,43 @@ def _check_counters(values: Any, where: str) -> None:
         _typed(value, int, "an integer", f"{where}.{name}")
 
 
+class _Absent:
+    """The value `_check_items` sees for a field an item lacks."""
+
+
+_ABSENT = _Absent()
+_STRING, _INTEGER = frozenset({str}), frozenset({int})
+_STRING_OR_NULL, _INTEGER_OR_NULL = frozenset({str, type(None), _Absent}), frozenset({int, type(None), _Absent})
+_INTEGER_IF_PRESENT = frozenset({int, _Absent})
+# The fields of the items a host has dozens of, each → the types it may have (_Absent: it may be missing).
+SOCKET_FIELDS = {"proto": _STRING, "local_address": _STRING, "local_port": _INTEGER, "drops": _INTEGER,
+                 "inode": _INTEGER_OR_NULL}  # fmt: skip
+FIREWALL_FIELDS = dict.fromkeys(FIREWALL_COUNTERS, _INTEGER)
+QDISC_FIELDS = dict.fromkeys(("dropped", *QDISC_GAUGES), _INTEGER_IF_PRESENT)
+DROP_FIELDS = {"reason": _STRING, "location": _STRING, "protocol": _STRING_OR_NULL, "count": _INTEGER}
+_EXPECTED = {str: "a string", int: "an integer"}  # the field types' names in messages
+
+
+def _check_items(items: dict[str, Any] | list[Any], fields: Mapping[str, frozenset[type]], where: str) -> None:
+    """Raise HostDataError if one of ITEMS (an object's members or a list's, at WHERE) is not an object whose
+    FIELDS have one of their types. All are first checked in one pass without a message per field (the usual
+    case: they fit); else they are checked field by field, and the first problem is named."""
+    named = isinstance(items, dict)
+    if all(type(item) is dict and all(type(item.get(name, _ABSENT)) in kinds for name, kinds in fields.items())
+           for item in (items.values() if named else items)):  # fmt: skip
+        return
+    for key, item in items.items() if named else enumerate(items):
+        at = f"{where}.{key}" if named else f"{where}[{key}]"
+        _typed(item, dict, "an object", at)
+        for name, kinds in fields.items():
+            if _Absent not in kinds:
+                _field(item, name, at + ".")
+            elif name not in item:
+                continue
+            kind = next(kind for kind in _EXPECTED if kind in kinds)
+            _typed(item[name], kind, _EXPECTED[kind], f"{at}.{name}", nullable=type(None) in kinds)
+
+
 def validate_snapshot(snapshot: Any, where: str) -> None:
     """Raise HostDataError if a snapshot (at dotted path `where`) breaks the contract in a field we use."""
     _typed(snapshot, dict, "an object", where)
@@ -170,26 +207,10 @@ def validate_snapshot(snapshot: Any, where: str) -> None:
     _check_counters(_field(snapshot, "protocols", prefix), prefix + "protocols")
     for index, cpu in enumerate(_typed(_field(snapshot, "softnet", prefix), list, "a list", prefix + "softnet")):
         _check_counters(cpu, f"{prefix}softnet[{index}]")
-    for key, qdisc in _object(snapshot, "qdiscs", prefix).items():
-        at = f"{prefix}qdiscs.{key}"
-        _typed(qdisc, dict, "an object", at)
-        for name in ("dropped", *QDISC_GAUGES):
-            if name in qdisc:
-                _typed(qdisc[name], int, "an integer", f"{at}.{name}")
+    _check_items(_object(snapshot, "qdiscs", prefix), QDISC_FIELDS, prefix + "qdiscs")
     sockets = _typed(_field(snapshot, "sockets", prefix), list, "a list", prefix + "sockets")
-    for index, socket in enumerate(sockets):
-        at = f"{prefix}sockets[{index}]"
-        _typed(socket, dict, "an object", at)
-        _typed(_field(socket, "proto", at + "."), str, "a string", at + ".proto")
-        _typed(_field(socket, "local_address", at + "."), str, "a string", at + ".local_address")
-        _typed(_field(socket, "local_port", at + "."), int, "an integer", at + ".local_port")
-        _typed(_field(socket, "drops", at + "."), int, "an integer", at + ".drops")
-        _typed(socket.get("inode"), int, "an integer", at + ".inode", nullable=True)
-    for key, rule in _object(snapshot, "firewall", prefix).items():
-        at = f"{prefix}firewall.{key}"
-        _typed(rule, dict, "an object", at)
-        for name in FIREWALL_COUNTERS:
-            _typed(_field(rule, name, at + "."), int, "an integer", f"{at}.{name}")
+    _check_items(sockets, SOCKET_FIELDS, prefix + "sockets")
+    _check_items(_object(snapshot, "firewall", prefix), FIREWALL_FIELDS, prefix + "firewall")
     conntrack = snapshot.get("conntrack")  # null where nf_conntrack is not loaded; absent from older snapshots
     if conntrack is not None:
         _typed(conntrack, dict, "an object", prefix + "conntrack")
@@ -222,13 +243,7 @@ def validate_capture(capture: Any, where: str = "capture") -> None:
     if sampled is not None and sampled < 1:
         raise HostDataError(f"'{prefix}sample_one_in' is {sampled}, expected 1 or more (1 in how many drops counted)")
     drops = _typed(capture.get("drops") or [], list, "a list", prefix + "drops")
-    for index, drop in enumerate(drops):
-        at = f"{prefix}drops[{index}]"
-        _typed(drop, dict, "an object", at)
-        _typed(_field(drop, "reason", at + "."), str, "a string", at + ".reason")
-        _typed(_field(drop, "location", at + "."), str, "a string", at + ".location")
-        _typed(drop.get("protocol"), str, "a string", at + ".protocol", nullable=True)
-        _typed(_field(drop, "count", at + "."), int, "an integer", at + ".count")
+    _check_items(drops, DROP_FIELDS, prefix + "drops")
     other = capture.get("other")
     if other is not None:
         _typed(other, dict, "an object", prefix + "other")
@@ -323,8 +338,16 @@ def load_manifest(run_dir: Path) -> JSON:
 
 @functools.lru_cache(maxsize=16)
 def _resolved(run_dir: Path) -> Path:
-    """RUN_DIR's real path, resolved once per run rather than once per host."""
+    """RUN_DIR's (or its hosts directory's) real path, resolved once per run rather than once per host."""
     return run_dir.resolve()
+
+
+def _real_path(path: Path) -> Path:
+    """PATH resolved, its directory once per run (every host file sits in hosts/: one lstat per host rather
+    than one per component)."""
+    if path.name in ("", ".", "..") or os.path.islink(path):
+        return path.resolve()
+    return _resolved(path.parent) / path.name
 
 
 def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
@@ -335,7 +358,7 @@ def load_host(run_dir: Path, index: int, entry: Any) -> HostRecord:
     file = entry.get("file")
     if not isinstance(file, str) or not file:
         return HostRecord(name, "", "failed", f"manifest.json: hosts[{index}] has no 'file'")
-    path = (run_dir / file).resolve()
+    path = _real_path(run_dir / file)
     if not path.is_relative_to(_resolved(run_dir)):
         return HostRecord(name, file, "failed", f"manifest.json: hosts[{index}] file {file!r} is outside the run")
     try:
@@ -380,17 +403,19 @@ def run_warnings(run_dir: Path, files: list[str], names: list[str]) -> list[str]
     """Stray host files and hosts listed twice."""
     warnings = []
     # Compared by name first; only a file no listed name matches is compared by its real path (symlinks).
-    named = {os.path.normpath(run_dir / file) for file in files if file}
+    # (Names as strings: a Path object per host costs more than the rest of this at 10,000 hosts.)
+    named = {os.path.normpath(os.path.join(run_dir, file)) for file in files if file}
     listed: set[Path] | None = None
     hosts_dir = run_dir / "hosts"
     if hosts_dir.is_dir():
-        for path in sorted(hosts_dir.glob("*.json")):
+        for name in sorted(name for name in os.listdir(hosts_dir) if name.endswith(".json")):  # glob("*.json")
+            path = os.path.join(hosts_dir, name)
             if os.path.normpath(path) in named:
                 continue
             if listed is None:
                 listed = {(run_dir / file).resolve() for file in files if file}
-            if path.resolve() not in listed:
-                warnings.append(f"hosts/{path.name} is not listed in manifest.json and was ignored")
+            if Path(path).resolve() not in listed:
+                warnings.append(f"hosts/{name} is not listed in manifest.json and was ignored")
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1

@@ -78,9 +78,13 @@ def bar_style(count: int, maximum: int) -> str:
     return f"width:{width:.1f}%"
 
 
+# check_circular=False: the page's data is a tree, see render_json._COMPACT
+_EMBEDDED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 def embed_json(data: Any) -> Markup:
     """JSON safe inside <script type="application/json">: no `<`, `>` or `&` can end or alter the element."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = _EMBEDDED(data)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return Markup(text)  # noqa: S704 (escaped above: the only markup-significant characters are gone)
@@ -255,9 +259,12 @@ def host_view(
     capture = host.get("capture")
     drops_total = host_drop_total(host)
     sections, other_rows, drop_rows = [], [], []
+    other_count = 0
     for section, section_rows in _counter_rows(host).items():
         signal = [row for row in section_rows if row[6]]
-        other_rows += [[section, *row] for row in section_rows if not row[6]]
+        other_count += len(section_rows) - len(signal)
+        if with_other_rows:
+            other_rows += [[section, *row] for row in section_rows if not row[6]]
         drop_rows += [row for row in signal if row[5]]
         if signal:
             sections.append([section, SECTION_TITLES[section], OBJECT_TITLES.get(section), signal])
@@ -291,7 +298,7 @@ def host_view(
         "findings": [_finding_view(f, strings) for f in findings],
         "sections": sections,
         "other": other_rows if with_other_rows else None,
-        "other_count": len(other_rows),
+        "other_count": other_count,
         "resets": host.get("resets") or [],
         "appeared": {k: v for k, v in (host.get("appeared") or {}).items() if v},
         "vanished": {k: v for k, v in (host.get("vanished") or {}).items() if v},

@@ -13,8 +13,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 INDENTED_UP_TO_HOSTS = 1_000
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_INDENTED = json.JSONEncoder(indent=1, ensure_ascii=False).encode
+# check_circular=False: a built report is a tree (no value contains itself), so the encoder need not keep a
+# set of the containers it is inside (~12% of its time on a host)
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_INDENTED = json.JSONEncoder(indent=1, ensure_ascii=False, check_circular=False).encode
 
 
 def indented(hosts: int) -> bool:
