@@ -15,26 +15,20 @@ import os
 import subprocess
 import sys
 
-from ansible.plugins.action import ActionBase
-
-ARGUMENT_SPEC = dict(run_dir=dict(type="path", required=True))
+from ansible_collections.dropscope.drops.plugins.plugin_utils.controller_action import ControllerAction
 
 
-class ActionModule(ActionBase):
+class ActionModule(ControllerAction):
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
+    ARGUMENT_SPEC = dict(run_dir=dict(type="path", required=True))
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp  # unused
-        dummy, params = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def run_on_controller(self, params, check_mode):
         run_dir = params["run_dir"]
         # The Python that runs Ansible: the playbook's documented place for the dropscope package.
         argv = [sys.executable, "-m", "dropscope", "report", run_dir]
-        result.update(changed=False, cmd=argv, report_json=os.path.join(run_dir, "report.json"),
+        result = dict(changed=False, cmd=argv, report_json=os.path.join(run_dir, "report.json"),
                       report_html=os.path.join(run_dir, "report.html"))
-        if self._task.check_mode:
+        if check_mode:
             result["msg"] = "check mode: nothing rendered"
             return result
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)

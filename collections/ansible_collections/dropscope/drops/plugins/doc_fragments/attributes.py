@@ -50,3 +50,18 @@ attributes:
     support: full
     platforms: linux
 """
+
+    # The module's whole job is on the controller: an action plugin runs it in Ansible's own process.
+    CONTROLLER = r"""
+options: {}
+attributes:
+  diff_mode:
+    support: none
+    details:
+      - No diff is produced.
+  platform:
+    support: full
+    platforms: posix
+    details:
+      - Runs on the controller, in Ansible's own process (an action plugin), whatever the task's host.
+"""

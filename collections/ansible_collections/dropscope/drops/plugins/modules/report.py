@@ -29,20 +29,12 @@ options:
     required: true
 extends_documentation_fragment:
   - dropscope.drops.attributes
+  - dropscope.drops.attributes.controller
 attributes:
   check_mode:
     support: full
     details:
       - In check mode nothing is rendered (the run directory is not written in check mode either).
-  diff_mode:
-    support: none
-    details:
-      - No diff is produced.
-  platform:
-    support: full
-    platforms: posix
-    details:
-      - Runs on the controller.
 seealso:
   - module: dropscope.drops.run_record
 author:

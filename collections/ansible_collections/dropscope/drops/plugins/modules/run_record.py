@@ -58,20 +58,12 @@ options:
     default: {}
 extends_documentation_fragment:
   - dropscope.drops.attributes
+  - dropscope.drops.attributes.controller
 attributes:
   check_mode:
     support: full
     details:
       - In check mode nothing is written; the module returns the hosts' statuses it would record.
-  diff_mode:
-    support: none
-    details:
-      - No diff is produced.
-  platform:
-    support: full
-    platforms: posix
-    details:
-      - Runs on the controller (its action plugin).
 seealso:
   - module: dropscope.drops.drop_counters
   - module: dropscope.drops.drop_capture
