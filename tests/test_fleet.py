@@ -245,10 +245,13 @@ def test_unreachable_host_is_recorded_and_the_others_complete(lab3, tmp_path):
     statuses = {entry["host"]: entry["status"] for entry in manifest["hosts"]}
     assert statuses == {"ghost": "unreachable", "h1": "ok", "h2": "ok", "h3": "ok"}
     ghost = next(entry for entry in manifest["hosts"] if entry["host"] == "ghost")
-    assert ghost["error"].startswith("capture: ") and "Connection refused" in ghost["error"]
+    # Ansible's words for the refused connection: with pipelining it may be writing the module to ssh's stdin
+    # when ssh exits on the refusal, and then reports the broken pipe instead (a race; both seen in CI).
+    refused = ("Connection refused", "Data could not be sent to remote host '%s'" % h1)
+    assert ghost["error"].startswith("capture: ") and any(words in ghost["error"] for words in refused), ghost
     report = json.loads((tmp_path / "ghost" / "report.json").read_text())
     by_host = {host["host"]: host for host in report["hosts"]}
-    assert by_host["ghost"]["status"] == "unreachable" and "Connection refused" in by_host["ghost"]["error"]
+    assert by_host["ghost"]["status"] == "unreachable" and by_host["ghost"]["error"] == ghost["error"]
     for name in ("h1", "h2", "h3"):
         assert by_host[name]["status"] == "ok" and by_host[name]["capture"]["status"] == "ok"
     assert (report["fleet"]["ok"], report["fleet"]["unreachable"]) == (3, 1)
