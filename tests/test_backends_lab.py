@@ -234,6 +234,47 @@ def test_bpftrace_port_filter(lab3, clean_state):
         ("NO_SOCKET", "__udp4_lib_rcv", 9000, 40)]
 
 
+PORT_SCAN = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in range(int(sys.argv[1]), int(sys.argv[1]) + int(sys.argv[2])):
+    s.sendto(b"x", ("127.0.0.1", port))
+"""
+
+
+def test_bpftrace_counts_stay_exact_when_its_port_map_is_full(lab3, clean_state):
+    """A port scan: one UDP datagram to each of 9,000 closed ports on h2's loopback (bounded: 9,000 packets),
+    more keys than bpftrace's per-port map holds (MAP_KEYS_MAX). Every drop is still counted: what that map
+    could not keep comes back from the map keyed without ports, as one group without a port."""
+    from ansible_collections.dropscope.drops.plugins.module_utils.bpftrace_capture import MAP_KEYS_MAX
+
+    ports = MAP_KEYS_MAX + 808
+    netns = lab3["hosts"]["h2"]["netns"]
+    inode = os.stat(f"/run/netns/{netns}").st_ino
+    result: dict = {}
+    args = {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "off", "top": 5}
+    thread = threading.Thread(target=lambda: result.update(_module(netns, "drop_capture", args)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while inode not in _ready_netns():
+        assert thread.is_alive() and time.monotonic() < deadline, result
+        time.sleep(0.02)
+    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PORT_SCAN, "20000", str(ports)],
+                   check=True, timeout=60)
+    thread.join(timeout=120)
+    capture = result["capture"]
+    assert capture["status"] == "ok", capture["reason"]
+    scanned = [d for d in capture["drops"] if d["reason"] == "NO_SOCKET"]
+    assert {d["location"] for d in scanned} == {"__udp4_lib_rcv"}
+    # Every datagram counted once (the namespace has no other drops): MAP_KEYS_MAX of them by port (the
+    # top 5 groups, the rest in `other`), the others as the largest group, without port.
+    assert capture["events"] == ports and capture["truncated"] is False
+    assert capture["unitemised"] == ports - MAP_KEYS_MAX
+    assert (scanned[0]["l4"], scanned[0]["port"], scanned[0]["count"]) == (None, None, ports - MAP_KEYS_MAX)
+    assert [d["count"] for d in scanned[1:]] == [1] * 4 and all(d["port"] >= 20000 for d in scanned[1:])
+    assert capture["other"] == {"count": MAP_KEYS_MAX - 4, "groups": MAP_KEYS_MAX - 4}
+
+
 def test_tracefs_sees_the_kernel_in_its_own_instance(lab3, clean_state):
     run = _capture_while_injecting(lab3, "h3", {"duration": 3, "backend": "tracefs"},
                                    [("udp-noport", "h2", 120)])

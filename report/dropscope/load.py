@@ -237,7 +237,7 @@ def validate_capture(capture: Any, where: str = "capture") -> None:
         _typed(_field(capture, "lost_events", prefix), int, "an integer", prefix + "lost_events")
         _typed(_field(capture, "duration_s", prefix), (int, float), "a number", prefix + "duration_s", nullable=True)
         _field(capture, "drops", prefix)
-    for name in ("events", "lost_events"):
+    for name in ("events", "lost_events", "unitemised"):
         _typed(capture.get(name), int, "an integer", prefix + name, nullable=True)
     sampled = _typed(capture.get("sample_one_in"), int, "an integer", prefix + "sample_one_in", nullable=True)
     if sampled is not None and sampled < 1:
@@ -299,6 +299,11 @@ def _capture_notes(capture: JSON | None) -> list[str]:
         )
     if capture.get("truncated"):
         notes.append("capture: the capture was truncated; counts are a lower bound")
+    if capture.get("unitemised"):
+        notes.append(
+            f"capture: {capture['unitemised']} drops are counted without their L4 protocol and port (bpftrace's"
+            " per-port map was full, as under a port scan); every count by reason and location is exact"
+        )
     sampled = one_in(capture)
     if sampled > 1:
         notes.append(

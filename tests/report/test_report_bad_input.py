@@ -222,6 +222,20 @@ def test_collection_errors_become_notes(tmp_path: Path) -> None:
     assert "Operation not supported" in render_html(report)
 
 
+def test_drops_counted_without_their_port_are_a_note_and_a_bad_count_names_the_field(tmp_path: Path) -> None:
+    host = simple_host("h1", [drop("NO_SOCKET", "__udp4_lib_rcv", 808)])
+    host["capture"]["unitemised"] = 808
+    report = build_report(write_run(tmp_path / "run", [host]))
+    assert report["hosts"][0]["notes"] == [
+        "capture: 808 drops are counted without their L4 protocol and port (bpftrace's per-port map was full, as"
+        " under a port scan); every count by reason and location is exact"]
+
+    host["capture"]["unitemised"] = "808"
+    report = build_report(write_run(tmp_path / "bad", [host]))
+    assert report["hosts"][0]["status"] == "failed"
+    assert report["hosts"][0]["error"] == "hosts/h1.json: 'capture.unitemised' is a string, expected an integer"
+
+
 def test_missing_manifest_is_fatal_and_names_the_file(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "run", _hosts())
     (run_dir / "manifest.json").unlink()

@@ -125,6 +125,7 @@ PROGRAM = _PROLOGUE + r"""    $l4 = (uint64)0;
     }
     if (PORT_FILTER == 0 || $port == PORT_FILTER) {
       @drops[$ns, $reason, $location, $protocol, $l4, $port] = count();
+      @totals[$ns, $reason, $location, $protocol] = count();
 PEERS    }
   }
 }
@@ -155,9 +156,13 @@ LEAN_PROGRAM = _PROLOGUE + r"""    @drops[$ns, $reason, $location, $protocol] = 
 LEAN_PEERS_OFF = "rate guard: the lean program reads no packet headers, so no addresses"
 L4_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 # Map size: bpftrace silently drops new keys beyond it (4096 by default). Each count() map is a per-CPU
-# hash whose keys the kernel allocates when bpftrace starts: ~65 ms of CPU per map at 65536 (kernel 6.18,
-# 2 CPUs), most of what the program's start costs beyond the above.
-MAP_KEYS_MAX = 65536
+# hash whose elements the kernel allocates for every possible CPU when bpftrace starts: at 65536 keys the
+# full program's maps took ~0.2 s of the host's CPU to set up and tear down (kernel 6.18, 2 CPUs; 32 MiB a
+# map on a 64-CPU host), at 8192 ~0.03 s. The full program's counts stay exact beyond it: its `@totals` map
+# (keyed like the lean program: a few hundred keys) counts every drop, and when `@drops` (which adds the L4
+# protocol and port, unbounded under a port scan) is full, what it could not itemise is added back
+# without its port (``with_unitemised``).
+MAP_KEYS_MAX = 8192
 READY_TIMEOUT_S = 30.0
 # After SIGINT bpftrace runs END, prints its maps, detaches its probes and exits: 0.2 s on the 30-host lab.
 # The capture's own deadline (duration + 60 s) bounds the wait too.
@@ -223,7 +228,7 @@ def program_text(netns=0, port=0, lean=False, deadline_s=0, peers="off", offsets
     if netns:
         # Every counted drop is in that one namespace: a key without it is smaller, and the map update is
         # most of the program's cost at high rates (~290k nft drops/s: kept 0.80 -> 0.83-0.87 of throughput).
-        text = text.replace("@drops[$ns, ", "@drops[")
+        text = text.replace("@drops[$ns, ", "@drops[").replace("@totals[$ns, ", "@totals[")
     text = text.replace(" SAMPLE_PREDICATE", SAMPLE_PREDICATE_TEXT % sample_one_in if sample_one_in > 1 else "")
     if deadline_s:
         text += SELF_DEADLINE.replace("DEADLINE_S", "%d" % deadline_s)
@@ -277,7 +282,7 @@ def l4_name(number):
     return L4_NAMES.get(number, str(number))
 
 
-def parse_bpftrace_json(lines, map_name="@drops"):
+def parse_bpftrace_json(lines):
     """Parse ``bpftrace -f json`` output lines; returns ``{"ready": bool, "entries": [...], "other": [...]}``.
 
     Samples (bpftrace 0.17 on kernel 6.18, ``tests/data/bpftrace_json.txt``)::
@@ -290,12 +295,13 @@ def parse_bpftrace_json(lines, map_name="@drops"):
     give ``ready`` and ``ended`` True and entries ``{"netns": 4026532177, "reason_id": 3, "address":
     0xffffffff82046f4c, "protocol": 2048, "l4": 17, "port": 9000, "count": 300}``. Keys of the lean
     program (4 fields) get ``l4`` and ``port`` 0; keys of a program with a netns filter have no netns (5 or 3
-    fields) and get ``netns`` 0. Lines that are not JSON (bpftrace's warnings) go to
+    fields) and get ``netns`` 0. The full program's ``@totals`` map (every drop, keyed like the lean program's
+    map) gives ``totals``, entries of the same form. Lines that are not JSON (bpftrace's warnings) go to
     ``other``. The peers map (``{"type": "map", "data": {"@peers": {"3,4,16777343,0,16777343,0": 5}}}``,
     ``tests/data/bpftrace_json_peers.txt``) gives ``peers`` entries ``{"reason_id": 3, "family": 4, "src":
     (16777343, 0), "dst": (16777343, 0), "count": 5}`` (``peer_groups`` names the addresses).
     """
-    result = {"ready": False, "ended": False, "entries": [], "other": [], "probes": None, "peers": []}
+    result = {"ready": False, "ended": False, "entries": [], "totals": [], "other": [], "probes": None, "peers": []}
     for line in lines:
         line = line.strip()
         if not line:
@@ -314,18 +320,10 @@ def parse_bpftrace_json(lines, map_name="@drops"):
             result["ended"] = True
         elif kind == "attached_probes" and isinstance(data, dict):
             result["probes"] = data.get("probes")
-        elif kind == "map" and isinstance(data, dict) and isinstance(data.get(map_name), dict):
-            for key, count in data[map_name].items():
-                parts = key.split(",")
-                if len(parts) in (3, 5):  # a netns filter: the key has no netns (entries get netns 0)
-                    parts = ["0"] + parts
-                if len(parts) == 4:  # LEAN_PROGRAM: no L4 protocol or port
-                    parts += ["0", "0"]
-                if len(parts) != 6:
-                    raise ValueError("unexpected key %r in bpftrace map %s" % (key, map_name))
-                netns, reason, address, protocol, l4, port = (int(part, 0) for part in parts)
-                result["entries"].append({"netns": netns, "reason_id": reason, "address": address,
-                                          "protocol": protocol, "l4": l4, "port": port, "count": int(count)})
+        elif kind == "map" and isinstance(data, dict) and isinstance(data.get("@drops"), dict):
+            result["entries"].extend(_drop_entries(data["@drops"], "@drops"))
+        elif kind == "map" and isinstance(data, dict) and isinstance(data.get("@totals"), dict):
+            result["totals"].extend(_drop_entries(data["@totals"], "@totals"))
         elif kind == "map" and isinstance(data, dict) and isinstance(data.get("@peers"), dict):
             for key, count in data["@peers"].items():
                 parts = key.split(",")
@@ -337,6 +335,48 @@ def parse_bpftrace_json(lines, map_name="@drops"):
         elif kind == "error" or kind == "warning":
             result["other"].append(str(data))
     return result
+
+
+def _drop_entries(data, map_name):
+    """The entries of map MAP_NAME's printed DATA ({"key,fields": count}), as ``parse_bpftrace_json`` gives them."""
+    entries = []
+    for key, count in data.items():
+        parts = key.split(",")
+        if len(parts) in (3, 5):  # a netns filter: the key has no netns (entries get netns 0)
+            parts = ["0"] + parts
+        if len(parts) == 4:  # LEAN_PROGRAM's map and @totals: no L4 protocol or port
+            parts += ["0", "0"]
+        if len(parts) != 6:
+            raise ValueError("unexpected key %r in bpftrace map %s" % (key, map_name))
+        netns, reason, address, protocol, l4, port = (int(part, 0) for part in parts)
+        entries.append({"netns": netns, "reason_id": reason, "address": address, "protocol": protocol,
+                        "l4": l4, "port": port, "count": int(count)})
+    return entries
+
+
+def with_unitemised(entries, totals):
+    """ENTRIES (of a full ``@drops`` map) completed from TOTALS (``@totals``, every drop by netns, reason,
+    location and protocol): for each totals key, what its ``@drops`` entries do not account for is added as
+    one entry without L4 protocol and port. Returns (entries, how many drops were added so).
+
+    >>> drops = [{"netns": 0, "reason_id": 3, "address": 16, "protocol": 2048, "l4": 17, "port": 9, "count": 5}]
+    >>> totals = [{"netns": 0, "reason_id": 3, "address": 16, "protocol": 2048, "l4": 0, "port": 0, "count": 8},
+    ...           {"netns": 0, "reason_id": 12, "address": 32, "protocol": 2048, "l4": 0, "port": 0, "count": 2}]
+    >>> entries, unitemised = with_unitemised(drops, totals)
+    >>> [(entry["reason_id"], entry["l4"], entry["count"]) for entry in entries], unitemised
+    ([(3, 17, 5), (3, 0, 3), (12, 0, 2)], 5)
+    """
+    itemised = {}
+    for entry in entries:
+        key = (entry["netns"], entry["reason_id"], entry["address"], entry["protocol"])
+        itemised[key] = itemised.get(key, 0) + entry["count"]
+    completed, unitemised = list(entries), 0
+    for total in totals:
+        rest = total["count"] - itemised.get((total["netns"], total["reason_id"], total["address"], total["protocol"]), 0)
+        if rest > 0:
+            completed.append(dict(total, l4=0, port=0, count=rest))
+            unitemised += rest
+    return completed, unitemised
 
 
 def group_drops(entries, reasons, locator, top=50, with_netns=False):
@@ -507,12 +547,19 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         capture["reason"] = "bpftrace did not finish (exit %s): %s" % (rc, _tail(err_path) or "no message")
         capture["truncated"] = True
         return capture
+    entries, unitemised = parsed["entries"], 0
+    # The lean program's one map is keyed like @totals; the full program's @drops may fill up (ports).
+    counted = entries if lean else parsed["totals"]
+    if not lean and len(entries) >= MAP_KEYS_MAX:
+        entries, unitemised = with_unitemised(entries, counted)
     if sample_one_in > 1:
         capture["sample_one_in"] = sample_one_in
-        for entry in parsed["entries"] + parsed["peers"]:
+        unitemised *= sample_one_in
+        for entry in entries + parsed["peers"]:
             entry["count"] *= sample_one_in
     locator = Locator(None if kallsyms_text is None else (lambda: kallsyms_text))
-    capture.update(group_drops(parsed["entries"], reasons or {}, locator, top=top, with_netns=not netns))
+    capture.update(group_drops(entries, reasons or {}, locator, top=top, with_netns=not netns))
+    capture["unitemised"] = unitemised
     if lean:
         capture["peers"] = peers_off(LEAN_PEERS_OFF, peers)
     elif peers == "off":
@@ -520,8 +567,8 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
     else:
         capture["peers"] = peer_groups(parsed["peers"], reasons or {}, mode=peers,
                                        truncated=len(parsed["peers"]) >= MAP_KEYS_MAX)
-    # A full map silently drops new keys: the counts are then a lower bound.
-    capture["truncated"] = bool(stopped) or len(parsed["entries"]) >= MAP_KEYS_MAX
+    # A full map silently drops new keys: if the one that counts every drop is full, counts are a lower bound.
+    capture["truncated"] = bool(stopped) or len(counted) >= MAP_KEYS_MAX
     return capture
 
 

@@ -276,6 +276,13 @@ capture:
       description: True when the capture was cut short (deadline, O(max_size_mb), a full bpftrace map, or the
         rate guard's window); counts are then a lower bound.
       type: bool
+    unitemised:
+      description:
+        - bpftrace only. How many counted drops are in RV(capture.drops) without C(l4) and C(port) because the
+          map keyed by port was full (8192 keys, as under a port scan). A second map counts every drop by
+          reason, location and protocol, so counts stay exact; V(0) normally.
+      type: int
+      sample: 0
     drops:
       description:
         - Counts by reason, location, offset and protocol, largest first, at most O(top).
