@@ -47,6 +47,24 @@ def test_bpftrace_json_sample_is_parsed():
     assert by_port[9006]["protocol"] == 34525 and by_port[9006]["count"] == 7
 
 
+def test_a_full_port_map_keeps_counts_exact_from_the_totals_map():
+    """Recorded: @drops full at 16 keys (16 of 20 ports kept), @totals with all 20 (tests/data/README.md)."""
+    parsed = bt.parse_bpftrace_json(recorded("bpftrace_json_map_full.txt").splitlines())
+    assert len(parsed["entries"]) == 16 and sum(e["count"] for e in parsed["entries"]) == 16
+    assert parsed["totals"] == [{"netns": 0, "reason_id": 3, "address": 0xffffffff820a726c, "protocol": 2048,
+                                 "l4": 0, "port": 0, "count": 20}]
+    entries, unitemised = bt.with_unitemised(parsed["entries"], parsed["totals"])
+    assert unitemised == 4
+    # The same machine's /proc/kallsyms line for the function the address falls in (+0x4bc).
+    locator = Locator(lambda: "ffffffff820a6db0 T __udp4_lib_rcv\nffffffff820a7a00 T udp_v4_early_demux\n")
+    grouped = bt.group_drops(entries, REASONS, locator, top=3)
+    assert grouped["events"] == 20
+    assert grouped["drops"][0] == {"reason": "NO_SOCKET", "location": "__udp4_lib_rcv", "offset": "0x4bc",
+                                   "protocol": "IPv4", "l4": None, "port": None, "count": 4}
+    assert [d["port"] for d in grouped["drops"][1:]] == [40000, 40001]
+    assert grouped["other"] == {"count": 14, "groups": 14}
+
+
 def test_bpftrace_groups_name_reasons_locations_ports():
     parsed = bt.parse_bpftrace_json(recorded("bpftrace_json.txt").splitlines())
     kallsyms = Locator(lambda: recorded("kallsyms_excerpt.txt"))
