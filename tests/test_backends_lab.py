@@ -242,6 +242,50 @@ for port in range(int(sys.argv[1]), int(sys.argv[1]) + int(sys.argv[2])):
 """
 
 
+SPOOFED_FLOOD = """
+import socket, sys
+for n in range(int(sys.argv[1])):  # every source a different loopback address, 127.0.x.y (all of 127/8 is lo)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.%d.%d" % (1 + n // 250, 1 + n % 250), 0))
+    s.sendto(b"x", ("127.0.0.1", 9))
+    s.close()
+"""
+
+
+def _capture_running(lab: dict, host: str, args: dict, argv: list[str]) -> dict:
+    """drop_capture in HOST, ARGV (a bounded sender) run in HOST's namespace once the capture is live."""
+    netns = lab["hosts"][host]["netns"]
+    inode = os.stat(f"/run/netns/{netns}").st_ino
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(_module(netns, "drop_capture", args)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while inode not in _ready_netns():
+        assert thread.is_alive() and time.monotonic() < deadline, result
+        time.sleep(0.02)
+    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", *argv], check=True, timeout=60)
+    thread.join(timeout=120)
+    return result["capture"]
+
+
+def test_bpftrace_senders_add_up_when_its_peers_map_is_full(lab3, clean_state):
+    """8,300 datagrams, each from its own loopback address, to a closed port: more (source, destination)
+    pairs than the peers map keeps. The drops stay exact, and the senders' top pairs plus `other` add up to
+    them (what the full map did not keep is in `other`)."""
+    from ansible_collections.dropscope.drops.plugins.module_utils.bpftrace_capture import MAP_KEYS_MAX, PEERS_TOP
+
+    sent = MAP_KEYS_MAX + 108
+    capture = _capture_running(lab3, "h2", {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "exact"},
+                               [SPOOFED_FLOOD, str(sent)])
+    assert capture["status"] == "ok", capture["reason"]
+    assert capture["events"] == sent and capture["unitemised"] == 0
+    assert [(d["reason"], d["port"], d["count"]) for d in capture["drops"]] == [("NO_SOCKET", 9, sent)]
+    peers = capture["peers"]
+    assert peers["truncated"] is True
+    assert len(peers["groups"]) == PEERS_TOP and {g["dst"] for g in peers["groups"]} == {"127.0.0.1"}
+    assert peers["other"] == {"NO_SOCKET": {"count": sent - PEERS_TOP, "pairs": MAP_KEYS_MAX - PEERS_TOP}}
+
+
 def test_bpftrace_counts_stay_exact_when_its_port_map_is_full(lab3, clean_state):
     """A port scan: one UDP datagram to each of 9,000 closed ports on h2's loopback (bounded: 9,000 packets),
     more keys than bpftrace's per-port map holds (MAP_KEYS_MAX). Every drop is still counted: what that map
@@ -249,20 +293,8 @@ def test_bpftrace_counts_stay_exact_when_its_port_map_is_full(lab3, clean_state)
     from ansible_collections.dropscope.drops.plugins.module_utils.bpftrace_capture import MAP_KEYS_MAX
 
     ports = MAP_KEYS_MAX + 808
-    netns = lab3["hosts"]["h2"]["netns"]
-    inode = os.stat(f"/run/netns/{netns}").st_ino
-    result: dict = {}
-    args = {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "off", "top": 5}
-    thread = threading.Thread(target=lambda: result.update(_module(netns, "drop_capture", args)))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while inode not in _ready_netns():
-        assert thread.is_alive() and time.monotonic() < deadline, result
-        time.sleep(0.02)
-    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PORT_SCAN, "20000", str(ports)],
-                   check=True, timeout=60)
-    thread.join(timeout=120)
-    capture = result["capture"]
+    capture = _capture_running(lab3, "h2", {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "off",
+                                            "top": 5}, [PORT_SCAN, "20000", str(ports)])
     assert capture["status"] == "ok", capture["reason"]
     scanned = [d for d in capture["drops"] if d["reason"] == "NO_SOCKET"]
     assert {d["location"] for d in scanned} == {"__udp4_lib_rcv"}

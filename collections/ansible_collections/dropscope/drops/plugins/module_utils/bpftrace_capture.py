@@ -407,14 +407,21 @@ def peer_address(family, words, byteorder=None):
     return ipaddress.IPv6Address(packed).compressed
 
 
-def peer_groups(entries, reasons, mode="exact", top=PEERS_TOP, byteorder=None, truncated=False):
+def peer_groups(entries, reasons, mode="exact", top=PEERS_TOP, byteorder=None, truncated=False, counted=None):
     """The capture's ``peers``: per reason the `top` largest (source, destination) pairs, the rest summed.
+
+    `truncated`: the peers map was full. `counted` (reason → IP drops counted, from ``@totals``) then puts what
+    the map did not keep into ``other`` too, so each reason's pairs and ``other`` add up to its drops
+    (``pairs`` counts the pairs kept).
 
     >>> peers = peer_groups([{"reason_id": 3, "family": 4, "src": (16777343, 0), "dst": (16777343, 0), "count": 5},
     ...                      {"reason_id": 3, "family": 6, "src": (0, 72057594037927936), "dst": (0, 72057594037927936),
     ...                       "count": 3}], {3: "NO_SOCKET"}, byteorder="little")
     >>> peers["groups"][0], peers["groups"][1]["src"], peers["other"]
     ({'reason': 'NO_SOCKET', 'src': '127.0.0.1', 'dst': '127.0.0.1', 'count': 5}, '::1', {})
+    >>> peer_groups([{"reason_id": 3, "family": 4, "src": (1, 0), "dst": (2, 0), "count": 5}], {3: "NO_SOCKET"},
+    ...             truncated=True, counted={"NO_SOCKET": 9})["other"]
+    {'NO_SOCKET': {'count': 4, 'pairs': 0}}
     """
     by_reason = {}
     for entry in entries:
@@ -431,6 +438,10 @@ def peer_groups(entries, reasons, mode="exact", top=PEERS_TOP, byteorder=None, t
         rest = ranked[top:]
         if rest:
             other[reason] = {"count": sum(e["count"] for e in rest), "pairs": len(rest)}
+    for reason, count in sorted((counted or {}).items()) if truncated else ():
+        unkept = count - sum(entry["count"] for entry in by_reason.get(reason, ()))
+        if unkept > 0:
+            other.setdefault(reason, {"count": 0, "pairs": 0})["count"] += unkept
     groups.sort(key=lambda group: (group["reason"], -group["count"]))
     return {"status": "ok", "mode": mode, "why": None, "top": top, "groups": groups, "other": other,
             "truncated": truncated}
@@ -565,8 +576,13 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
     elif peers == "off":
         capture["peers"] = peers_off("peers=off was asked", peers)
     else:
+        ip_counted = {}  # what the peers map would hold had it room: IPv4 and IPv6 drops, by reason
+        for total in counted:
+            if total["protocol"] in (2048, 34525):
+                reason = reason_text(total["reason_id"], reasons or {})
+                ip_counted[reason] = ip_counted.get(reason, 0) + total["count"] * sample_one_in
         capture["peers"] = peer_groups(parsed["peers"], reasons or {}, mode=peers,
-                                       truncated=len(parsed["peers"]) >= MAP_KEYS_MAX)
+                                       truncated=len(parsed["peers"]) >= MAP_KEYS_MAX, counted=ip_counted)
     # A full map silently drops new keys: if the one that counts every drop is full, counts are a lower bound.
     capture["truncated"] = bool(stopped) or len(counted) >= MAP_KEYS_MAX
     return capture
