@@ -366,13 +366,15 @@ def with_unitemised(entries, totals):
     >>> [(entry["reason_id"], entry["l4"], entry["count"]) for entry in entries], unitemised
     ([(3, 17, 5), (3, 0, 3), (12, 0, 2)], 5)
     """
+    def totals_key(entry):
+        return entry["netns"], entry["reason_id"], entry["address"], entry["protocol"]
+
     itemised = {}
     for entry in entries:
-        key = (entry["netns"], entry["reason_id"], entry["address"], entry["protocol"])
-        itemised[key] = itemised.get(key, 0) + entry["count"]
+        itemised[totals_key(entry)] = itemised.get(totals_key(entry), 0) + entry["count"]
     completed, unitemised = list(entries), 0
     for total in totals:
-        rest = total["count"] - itemised.get((total["netns"], total["reason_id"], total["address"], total["protocol"]), 0)
+        rest = total["count"] - itemised.get(totals_key(total), 0)
         if rest > 0:
             completed.append(dict(total, l4=0, port=0, count=rest))
             unitemised += rest
