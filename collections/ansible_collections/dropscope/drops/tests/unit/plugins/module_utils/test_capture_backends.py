@@ -138,7 +138,7 @@ def test_bpftrace_lean_program_has_no_header_parsing_and_keeps_the_netns_predica
 def test_the_rate_guards_sampling_is_a_predicate_before_any_read():
     assert "tracepoint:skb:kfree_skb\n{" in bt.program_text(4026532177, lean=True)
     text = bt.program_text(4026532177, lean=True, sample_one_in=8)
-    assert "tracepoint:skb:kfree_skb /rand % 8 == 0/\n{\n  $skb = (struct sk_buff *)args->skbaddr;" in text
+    assert "tracepoint:skb:kfree_skb /rand % 8 == 0/\n{\n  $args = args;\n  $skb = (struct sk_buff *)$args->skbaddr;" in text
     assert text.count("rand") == 1
     assert "/rand % 64 == 0/" in bt.program_text(0, 8000, sample_one_in=64)  # the full program samples the same way
     for wrong in (0, -8, True, 8.0, "8 == 0 || 1", 65537):
