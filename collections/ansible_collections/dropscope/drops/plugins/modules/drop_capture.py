@@ -332,7 +332,7 @@ capture:
         - Who sent the dropped packets and where they were going (O(peers)). C(status) (V(ok) or V(off)),
           C(mode), C(why) (why it is off - the rate guard's lean program, another backend, O(peers=off)), C(top),
           C(groups) (per reason the largest (C(src), C(dst)) address pairs with their C(count)), C(other) (per
-          reason the C(count) and number of C(pairs) beyond the top) and C(truncated) (the map was full: pairs
+          reason the C(count) and number of C(pairs) beyond the top) and C(truncated) (the map was full; pairs
           that came after are not kept, their drops are counted in C(other)).
       type: dict
       sample: {"status": "ok", "mode": "exact", "why": null, "top": 10, "truncated": false, "other": {},
