@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_backends import sample_one_in
@@ -73,8 +74,8 @@ def _ready_netns() -> set[int]:
     return found
 
 
-def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tuple[str, str, int]]) -> dict:
-    """Run drop_capture in HOST while INJECT runs once its probe is live; return (capture, injected)."""
+def _capture_while(lab: dict, host: str, args: dict, send: Any) -> tuple[dict, Any]:
+    """Run drop_capture in HOST and SEND() once its probe is live; return (the module's result, what SEND gave)."""
     netns = lab["hosts"][host]["netns"]
     inode = os.stat(f"/run/netns/{netns}").st_ino
     result: dict = {}
@@ -88,11 +89,25 @@ def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tupl
             time.sleep(0.02)
     else:
         time.sleep(2.5)  # perf 6.1 is ready 0.15-0.26 s after it starts; the module starts it after ~1 s
-    injected = [lab_cli("inject", scenario, "--host", target, "--packets", str(packets))
-                for scenario, target, packets in inject]
+    sent = send()
     thread.join(timeout=120)
     assert "capture" in result, result
+    return result, sent
+
+
+def _capture_while_injecting(lab: dict, host: str, args: dict, inject: list[tuple[str, str, int]]) -> dict:
+    """Run drop_capture in HOST while INJECT runs once its probe is live; return (capture, injected)."""
+    result, injected = _capture_while(lab, host, args, lambda: [
+        lab_cli("inject", scenario, "--host", target, "--packets", str(packets))
+        for scenario, target, packets in inject])
     return {"capture": result["capture"], "before": result["before"], "after": result["after"], "injected": injected}
+
+
+def _capture_sending(lab: dict, host: str, args: dict, program: str, *argv: str) -> dict:
+    """drop_capture's capture in HOST while PROGRAM (a bounded Python sender) runs in HOST's namespace once live."""
+    netns = lab["hosts"][host]["netns"]
+    return _capture_while(lab, host, args, lambda: subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", program, *argv], check=True, timeout=60))[0]["capture"]
 
 
 def _drops(capture: dict, reason: str) -> dict[str, int]:
@@ -252,22 +267,6 @@ for n in range(int(sys.argv[1])):  # every source a different loopback address, 
 """
 
 
-def _capture_running(lab: dict, host: str, args: dict, argv: list[str]) -> dict:
-    """drop_capture in HOST, ARGV (a bounded sender) run in HOST's namespace once the capture is live."""
-    netns = lab["hosts"][host]["netns"]
-    inode = os.stat(f"/run/netns/{netns}").st_ino
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(_module(netns, "drop_capture", args)))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while inode not in _ready_netns():
-        assert thread.is_alive() and time.monotonic() < deadline, result
-        time.sleep(0.02)
-    subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", *argv], check=True, timeout=60)
-    thread.join(timeout=120)
-    return result["capture"]
-
-
 def test_bpftrace_senders_add_up_when_its_peers_map_is_full(lab3, clean_state):
     """8,300 datagrams, each from its own loopback address, to a closed port: more (source, destination)
     pairs than the peers map keeps. The drops stay exact, and the senders' top pairs plus `other` add up to
@@ -275,8 +274,8 @@ def test_bpftrace_senders_add_up_when_its_peers_map_is_full(lab3, clean_state):
     from ansible_collections.dropscope.drops.plugins.module_utils.bpftrace_capture import MAP_KEYS_MAX, PEERS_TOP
 
     sent = MAP_KEYS_MAX + 108
-    capture = _capture_running(lab3, "h2", {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "exact"},
-                               [SPOOFED_FLOOD, str(sent)])
+    capture = _capture_sending(lab3, "h2", {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "exact"},
+                               SPOOFED_FLOOD, str(sent))
     assert capture["status"] == "ok", capture["reason"]
     assert capture["events"] == sent and capture["unitemised"] == 0
     assert [(d["reason"], d["port"], d["count"]) for d in capture["drops"]] == [("NO_SOCKET", 9, sent)]
@@ -293,8 +292,8 @@ def test_bpftrace_counts_stay_exact_when_its_port_map_is_full(lab3, clean_state)
     from ansible_collections.dropscope.drops.plugins.module_utils.bpftrace_capture import MAP_KEYS_MAX
 
     ports = MAP_KEYS_MAX + 808
-    capture = _capture_running(lab3, "h2", {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "off",
-                                            "top": 5}, [PORT_SCAN, "20000", str(ports)])
+    capture = _capture_sending(lab3, "h2", {"duration": 3, "backend": "bpftrace", "netns": "self", "peers": "off",
+                                            "top": 5}, PORT_SCAN, "20000", str(ports))
     assert capture["status"] == "ok", capture["reason"]
     scanned = [d for d in capture["drops"] if d["reason"] == "NO_SOCKET"]
     assert {d["location"] for d in scanned} == {"__udp4_lib_rcv"}
