@@ -39,18 +39,20 @@ def format_rate(value: float | None) -> str:
 
 
 def rate_phrase(value: float | None) -> str:
-    """A rate for sentences (finding explanations).
+    """A rate for sentences (finding explanations): about 3 significant digits, no trailing ".0" (so "8/s"
+    and "14/s" in one sentence, not "8/s" and "14.0/s").
 
-    >>> [rate_phrase(v) for v in (None, 0, 0.333, 12.34, 98.04, 166.667)]
-    ['rate unknown', '0/s', '0.33/s', '12.3/s', '98.0/s', '167/s']
+    >>> [rate_phrase(v) for v in (None, 0, 0.00004, 0.333, 8.0, 12.34, 14.0, 98.04, 166.667, 1234.5)]
+    ['rate unknown', '0/s', '<0.01/s', '0.33/s', '8/s', '12.3/s', '14/s', '98/s', '167/s', '1,234/s']
     """
     if value is None:
         return "rate unknown"
-    if value >= 100:
-        return f"{value:,.0f}/s"
-    if value >= 10:
-        return f"{value:.1f}/s"
-    return f"{value:.2g}/s" if value > 0 else "0/s"
+    if value <= 0:
+        return "0/s"
+    if value < 0.01:
+        return "<0.01/s"
+    text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2g}"
+    return (text[:-2] if text.endswith(".0") else text) + "/s"
 
 
 def format_seconds(value: float | None) -> str:

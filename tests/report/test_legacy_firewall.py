@@ -133,7 +133,7 @@ def test_a_kubernetes_reject_and_a_drop_policy_are_named_with_their_counts(tmp_p
         "packets (8/s), in Kubernetes' generated rules (kube-proxy, kubelet: change the Service or the node's "
         "settings, not the rule); "
         "rule `udp dport 8000 drop` (nft inet filter input #3) counted 20 packets (4/s); "
-        "kfree_skb saw 70 NETFILTER_DROP at nf_hook_slow, nft_do_chain (14.0/s)"
+        "kfree_skb saw 70 NETFILTER_DROP at nf_hook_slow, nft_do_chain (14/s)"
     )
     rows = {row["object"]: row for row in node["ledger"]["rows"]}
     assert rows["iptables filter KUBE-SERVICES #3"]["explained_by"] == {"NETFILTER_DROP": 40}

@@ -72,7 +72,7 @@ EXPECTED = {
         "problem",
         "The NIC had no receive buffers posted (mlx5/mlx4 rx_out_of_buffer)",
         "mlx5: NIC ens1f0 dropped received frames because its receive queues had no buffers posted"
-        " (rx_out_of_buffer) — ens1f0 ethtool:rx_out_of_buffer +830 (83.0/s)",
+        " (rx_out_of_buffer) — ens1f0 ethtool:rx_out_of_buffer +830 (83/s)",
         "The driver did not refill the receive rings fast enough: raise the ring size (ethtool -G IF rx N, up to"
         " the maximum ethtool -g shows), add channels (ethtool -L) and spread their interrupts over more CPUs.",
     ),
