@@ -39,7 +39,7 @@ def format_rate(value: float | None) -> str:
 
 
 def rate_phrase(value: float | None) -> str:
-    """A rate for sentences (finding explanations): about 3 significant digits, no trailing ".0" (so "8/s"
+    """A rate for sentences (finding explanations): 2 or 3 significant digits, no trailing ".0" (so "8/s"
     and "14/s" in one sentence, not "8/s" and "14.0/s").
 
     >>> [rate_phrase(v) for v in (None, 0, 0.00004, 0.333, 8.0, 12.34, 14.0, 98.04, 166.667, 1234.5)]
