@@ -580,13 +580,13 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
     elif peers == "off":
         capture["peers"] = peers_off("peers=off was asked", peers)
     else:
-        ip_counted = {}  # what the peers map would hold had it room: IPv4 and IPv6 drops, by reason
-        for total in counted:
+        full = len(parsed["peers"]) >= MAP_KEYS_MAX
+        ip_counted = {}  # what the peers map would hold had it room (only asked when full): IP drops by reason
+        for total in counted if full else ():
             if total["protocol"] in (2048, 34525):
                 reason = reason_text(total["reason_id"], reasons or {})
                 ip_counted[reason] = ip_counted.get(reason, 0) + total["count"] * sample_one_in
-        capture["peers"] = peer_groups(parsed["peers"], reasons or {}, mode=peers,
-                                       truncated=len(parsed["peers"]) >= MAP_KEYS_MAX, counted=ip_counted)
+        capture["peers"] = peer_groups(parsed["peers"], reasons or {}, mode=peers, truncated=full, counted=ip_counted)
     # A full map silently drops new keys: if the one that counts every drop is full, counts are a lower bound.
     capture["truncated"] = bool(stopped) or len(counted) >= MAP_KEYS_MAX
     return capture
