@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -18,9 +20,12 @@ import pytest
 
 # --------------------------------------------------------------------------------------- lab fleet
 
-# Two test runs on one machine must not share a lab: each `lab3` starts by removing its name's lab.
+# Two test runs on one machine must not share a lab: each `lab3` starts by removing its name's lab, so the
+# name is claimed first (`lab_name`): a second run with the same name fails at once instead of taking the
+# first one's lab down mid-test.
 LAB3_NAME = os.environ.get("DROPSCOPE_TEST_LAB", "dstest")
 LAB3_SUBNET = os.environ.get("DROPSCOPE_TEST_SUBNET", "198.18.1.0/24")
+LAB_CLAIMS = Path(tempfile.gettempdir())
 
 
 # The lab is a development tool (tests/support/dropscope_lab), run as the README says: tests/support/lab.
@@ -46,8 +51,37 @@ def lab_can_run() -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
+@contextlib.contextmanager
+def claimed_lab_name(name: str, claims: Path = LAB_CLAIMS) -> Iterator[str]:
+    """NAME held by this process (an exclusive lock on CLAIMS/dropscope-test-lab-NAME.lock, released when the
+    process ends however it ends); fails the test at once when another process holds it."""
+    path = claims / f"dropscope-test-lab-{name}.lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            pytest.fail(f"the test lab name {name!r} is in use by {holder}: set DROPSCOPE_TEST_LAB and "
+                        "DROPSCOPE_TEST_SUBNET to a lab of this run's own (docs/development.md)")
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield name
+        finally:
+            path.unlink(missing_ok=True)  # the lock goes with the file's last descriptor, closed next
+
+
 @pytest.fixture(scope="session")
-def lab3() -> Iterator[dict[str, Any]]:
+def lab_name() -> Iterator[str]:
+    """LAB3_NAME, claimed by this test run for the whole session (see `claimed_lab_name`)."""
+    with claimed_lab_name(LAB3_NAME) as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def lab3(lab_name: str) -> Iterator[dict[str, Any]]:
     """A real 3-host lab (LAB3_NAME, LAB3_SUBNET): parsed lab.json plus "inventory" (path); removed at the end."""
     reason = lab_can_run()
     if reason:

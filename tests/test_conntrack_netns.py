@@ -56,7 +56,7 @@ def _in_netns(*argv: str, stdin: str | None = None) -> str:
 
 
 @pytest.fixture
-def tracked_netns():
+def tracked_netns(lab_name):  # noqa: ARG001 (the lab name is claimed: the namespace is named after it)
     subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, check=False)
     subprocess.run(["ip", "netns", "add", NETNS], check=True, timeout=10)
     try:

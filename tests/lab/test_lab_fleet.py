@@ -26,7 +26,7 @@ SSH = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "Us
 
 
 @pytest.fixture(autouse=True)
-def _needs_lab_machine() -> None:
+def _needs_lab_machine(lab_name: str) -> None:  # the labs below are this run's alone while it holds the name
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists() or not shutil.which("nft"):
         pytest.skip("needs root, sshd and nft")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 
 import pytest
+from conftest import claimed_lab_name
 from dropscope_lab import traffic
 from dropscope_lab.model import Lab, LabError, check_name, check_state_dir, check_subnet, mac_for
 
@@ -72,3 +74,18 @@ def test_loopback_traffic_is_counted_and_paced():
         got = [rx.recv(2048) for _ in range(sent)]
     assert sent == 120 and len(got) == 120 and all(len(d) == 100 for d in got)
     assert got[0].startswith(b"dropscope-lab 0") and got[-1].startswith(b"dropscope-lab 119")
+
+
+def test_a_second_test_run_cannot_claim_a_lab_name_in_use(tmp_path):
+    # The second claim opens the file on its own, as another process would: flock locks do not share.
+    with claimed_lab_name("dsclaim", tmp_path):
+        assert (tmp_path / "dropscope-test-lab-dsclaim.lock").read_text() == f"pid {os.getpid()}\n"
+        in_use = rf"'dsclaim' is in use by pid {os.getpid()}: set DROPSCOPE_TEST_LAB"
+        with pytest.raises(pytest.fail.Exception, match=in_use):
+            with claimed_lab_name("dsclaim", tmp_path):
+                pass
+        with claimed_lab_name("dsother", tmp_path):  # another name is free
+            pass
+    assert list(tmp_path.iterdir()) == []  # released and gone
+    with claimed_lab_name("dsclaim", tmp_path):  # free again
+        pass
