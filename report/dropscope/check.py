@@ -60,6 +60,7 @@ from dropscope.commands import add_command, knowledge_from, run_guarded, write_a
 from dropscope.history import Baseline, HistoryError, baselines, host_items, index_path, open_index
 from dropscope.knowledge_base import SECTIONS, KnowledgeError
 from dropscope.load import JSON, RunError
+from dropscope.sampling import estimate_text, one_in, rate_margin
 
 SUMMARY = "check a run against thresholds (exit 0 ok, 1 violated, 3 incomplete); JUnit and Prometheus output"
 EXIT_OK, EXIT_VIOLATED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -186,12 +187,27 @@ def _glob(value: str | None, pattern: str) -> bool:
     return fnmatch.fnmatchcase(value or "", pattern)
 
 
-def _over(limit: JSON, count: float, rate: float | None) -> list[str]:
+def _estimated(sampled: int) -> str:
+    """What a message about a sampled capture's count says after it (nothing for exact counts)."""
+    return f" (an estimate: the capture counted 1 in {sampled} drops)" if sampled > 1 else ""
+
+
+def _rate_text(count: float, rate: float, sampled: int) -> str:
+    if sampled > 1:
+        return f"~{rate:,.2f}/s ± {rate_margin(int(count), rate, sampled):,.2f}/s"
+    return f"{rate:,.2f}/s"
+
+
+def _over(limit: JSON, count: float, rate: float | None, sampled: int = 1) -> list[str]:
+    """What of LIMIT's max_count and max_rate COUNT and RATE exceed. SAMPLED > 1: they are a sampled capture's
+    estimates, held against the limit as they are and printed with their ±2σ."""
     problems = []
     if limit["max_count"] is not None and count > limit["max_count"]:
-        problems.append(f"count {count:,.0f} > max_count {limit['max_count']:,g}")
+        text = estimate_text(int(count), sampled) if sampled > 1 else f"{count:,.0f}"
+        problems.append(f"count {text} > max_count {limit['max_count']:,g}{_estimated(sampled)}")
     if limit["max_rate"] is not None and rate is not None and rate > limit["max_rate"]:
-        problems.append(f"rate {rate:,.2f}/s > max_rate {limit['max_rate']:,g}/s")
+        problems.append(f"rate {_rate_text(count, rate, sampled)} > max_rate {limit['max_rate']:,g}/s"
+                        f"{_estimated(sampled)}")  # fmt: skip
     return problems
 
 
@@ -203,7 +219,10 @@ def _host_drops(findings: Iterable[JSON], include_benign: bool) -> list[JSON]:
     return drops
 
 
-def _reason_violations(name: str, findings: list[JSON], duration: float | None, limits: list[JSON]) -> list[JSON]:
+def _reason_violations(
+    name: str, findings: list[JSON], duration: float | None, limits: list[JSON], sampled: int
+) -> list[JSON]:
+    """Violations of the reason LIMITS by the capture drops of FINDINGS (SAMPLED: the capture's 1 in N)."""
     violations = []
     for limit in limits:
         if not _glob(name, limit["hosts"]):
@@ -213,7 +232,7 @@ def _reason_violations(name: str, findings: list[JSON], duration: float | None, 
             if _glob(drop["reason"], limit["reason"]) and _glob(drop["location"], limit["location"]):
                 totals[drop["reason"]] = totals.get(drop["reason"], 0) + drop["count"]
         for reason, count in sorted(totals.items()):
-            for problem in _over(limit, count, count / duration if duration else None):
+            for problem in _over(limit, count, count / duration if duration else None, sampled):
                 violations.append({"threshold": limit["label"], "subject": reason, "message": problem})
     return violations
 
@@ -248,7 +267,9 @@ def _median_rate(key: tuple[str, str], baseline: Baseline, runs: int) -> float:
     return statistics.median((values.get(key, (0, 0.0))[1] or 0.0) for _, values in baseline[:runs])
 
 
-def _relative_problems(limit: JSON, key: tuple[str, str], item: JSON, baseline: Baseline) -> list[str]:
+def _relative_problems(limit: JSON, key: tuple[str, str], item: JSON, baseline: Baseline, sampled: int) -> list[str]:
+    """What of LIMIT's max_ratio and new ITEM (SAMPLED: its count is a capture's estimate, 1 in N) exceeds
+    against the host's BASELINE."""
     rate = item["rate"]
     if not baseline or rate is None or rate <= limit["min_rate"]:
         return []
@@ -258,8 +279,9 @@ def _relative_problems(limit: JSON, key: tuple[str, str], item: JSON, baseline: 
         median = _median_rate(key, baseline, runs)
         if rate > limit["max_ratio"] * median:
             ratio = f"{rate / median:,.1f}x" if median else "from 0"
-            problems.append(f"rate {rate:,.2f}/s > {limit['max_ratio']:g}x the median {median:,.2f}/s of the host's "
-                            f"last {runs} run(s) ({ratio})")  # fmt: skip
+            problems.append(f"rate {_rate_text(item['count'], rate, sampled)} > {limit['max_ratio']:g}x the median "
+                            f"{median:,.2f}/s of the host's last {runs} run(s) ({ratio})"
+                            + _estimated(sampled))  # fmt: skip
     if limit["new"] and item["count"] > 0 and baseline[0][1].get(key, (0, None))[0] == 0:
         problems.append(f"new since the host's last run ({baseline[0][0]})")
     return problems
@@ -269,13 +291,14 @@ def _relative_violations(host: JSON, findings: list[JSON], thresholds: JSON, bas
     """Violations of the relative thresholds (max_ratio, new): the host's items against its BASELINE."""
     violations = []
     items = host_items(host)
+    sampled = one_in(host.get("capture"))
     for limit in thresholds["reasons"]:
         if not limit["relative"] or not _glob(host["host"], limit["hosts"]):
             continue
         attributed = {drop["reason"] for drop in _host_drops(findings, limit["include_benign"])}
         for key, item in items.items():
             if key[0] == "reason" and key[1] in attributed and _glob(key[1], limit["reason"]):
-                for problem in _relative_problems(limit, key, item, baseline):
+                for problem in _relative_problems(limit, key, item, baseline, sampled):
                     violations.append({"threshold": limit["label"], "subject": key[1], "message": problem})
     for limit in thresholds["counters"]:
         if not limit["relative"] or not _glob(host["host"], limit["hosts"]):
@@ -287,7 +310,7 @@ def _relative_violations(host: JSON, findings: list[JSON], thresholds: JSON, bas
                 and _glob(item["section"], limit["section"])
                 and (item["object"] is None and limit["object"] == "*" or _glob(item["object"], limit["object"]))
             ):
-                for problem in _relative_problems(limit, key, item, baseline):
+                for problem in _relative_problems(limit, key, item, baseline, 1):  # a counter's delta is exact
                     violations.append({"threshold": limit["label"], "subject": key[1], "message": problem})
     return violations
 
@@ -304,7 +327,8 @@ def check_report(report: JSON, thresholds: JSON, history: Mapping[str, Baseline]
         if host["status"] == "ok":
             duration = (host.get("capture") or {}).get("duration_s")
             findings = [f for f in host.get("findings") or [] if f["attribution"] == "host"]
-            case["violations"] += _reason_violations(host["host"], findings, duration, thresholds["reasons"])
+            sampled = one_in(host.get("capture"))
+            case["violations"] += _reason_violations(host["host"], findings, duration, thresholds["reasons"], sampled)
             case["violations"] += _counter_violations(host, thresholds["counters"])
             if history is not None:
                 case["violations"] += _relative_violations(host, findings, thresholds, history.get(host["host"], []))
@@ -321,6 +345,7 @@ def check_report(report: JSON, thresholds: JSON, history: Mapping[str, Baseline]
     for finding in report["fleet"].get("findings") or []:
         by_kernel.setdefault(finding["kernel"], []).append(finding)
     durations = {h["host"]: (h.get("capture") or {}).get("duration_s") for h in report["hosts"]}
+    sampling = {h["host"]: one_in(h.get("capture")) for h in report["hosts"]}
     for boot_id, findings in by_kernel.items():
         counted_from = kernels.get(boot_id, {}).get("counted_from")
         violations = []
@@ -328,7 +353,8 @@ def check_report(report: JSON, thresholds: JSON, history: Mapping[str, Baseline]
             hosts = kernels.get(boot_id, {}).get("hosts") or []
             if any(_glob(name, limit["hosts"]) for name in hosts):
                 violations += _reason_violations(
-                    counted_from or "", findings, durations.get(counted_from), [{**limit, "hosts": "*"}]
+                    counted_from or "", findings, durations.get(counted_from), [{**limit, "hosts": "*"}],
+                    sampling.get(counted_from, 1),
                 )
         cases.append({"name": f"kernel {boot_id}", "status": "ok", "error": None, "violations": violations})
     violated = any(case["violations"] for case in cases)

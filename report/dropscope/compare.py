@@ -7,6 +7,9 @@ warning or problem; known noise and drops seen only kernel-wide on a shared kern
 - worse: a finding is new, its severity rose, or its rate grew by more than the threshold (percent);
 - better: a finding vanished, its severity fell, or its rate fell by more than the threshold.
 
+A rate from a sampled capture (the rate guard counted 1 in N drops) is an estimate: compare prints it as
+`~R ± M` (±2σ), and a change within the two sides' margins together is not a change (the same).
+
 Exit codes: 0 not worse (better or the same), 1 worse beyond the threshold, 2 bad input.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from dropscope.commands import add_command, knowledge_from, run_guarded, write_a
 from dropscope.formatting import format_change, format_rate
 from dropscope.knowledge_base import SEVERITY_RANK, KnowledgeBase, KnowledgeError
 from dropscope.load import JSON, SCHEMA_VERSION, RunError
+from dropscope.sampling import margin, one_in, rate_margin
 
 SUMMARY = "compare two runs: rates before/after per host, reason and counter; exit 1 if worse"
 EXIT_NOT_WORSE, EXIT_WORSE, EXIT_BAD_INPUT = 0, 1, 2
@@ -65,10 +70,19 @@ def _counted_findings(host: JSON) -> dict[str, JSON]:
 
 
 def finding_change(was: JSON | None, now: JSON | None, threshold_pct: float) -> str:
-    """The rule: how one counted finding changed between two runs, from briefs with `severity` and `rate`.
+    """The rule: how one counted finding changed between two runs, from briefs with `severity`, `rate` and,
+    for an estimate, `rate_margin` (its ±2σ).
 
     "new", "vanished", "worse" (severity rose or rate grew by more than THRESHOLD_PCT percent), "better"
-    (severity fell or rate fell by more than it) or "same". `dropscope trend` applies it to the run history.
+    (severity fell or rate fell by more than it) or "same". A rate change within the margins of the two
+    estimates together (√(m₁² + m₂²): independent samples) is the same. `dropscope trend` applies it to the
+    run history.
+
+    >>> brief = lambda rate, error=0.0: {"severity": "warning", "rate": rate, "rate_margin": error}
+    >>> finding_change(brief(100), brief(125), 20), finding_change(brief(100, 30), brief(125, 30), 20)
+    ('worse', 'same')
+    >>> finding_change(brief(100, 30), brief(150, 30), 20), finding_change(brief(150, 30), brief(100, 30), 20)
+    ('worse', 'better')
     """
     if was is None:
         return "new"
@@ -77,9 +91,10 @@ def finding_change(was: JSON | None, now: JSON | None, threshold_pct: float) -> 
     factor = threshold_pct / 100
     rank_change = SEVERITY_RANK[now["severity"]] - SEVERITY_RANK[was["severity"]]
     old_rate, new_rate = was["rate"] or 0, now["rate"] or 0
-    if rank_change > 0 or new_rate > old_rate * (1 + factor):
+    error = math.hypot(was.get("rate_margin") or 0, now.get("rate_margin") or 0)
+    if rank_change > 0 or new_rate > old_rate * (1 + factor) and new_rate - old_rate > error:
         return "worse"
-    if rank_change < 0 or new_rate < old_rate * (1 - factor):
+    if rank_change < 0 or new_rate < old_rate * (1 - factor) and old_rate - new_rate > error:
         return "better"
     return "same"
 
@@ -101,17 +116,32 @@ def _change_pct(before: float | None, after: float | None) -> float | None:
     return round(100 * (after - before) / before, 1)
 
 
-def _finding_brief(finding: JSON | None) -> JSON | None:
+def _finding_brief(finding: JSON | None, sampled: int) -> JSON | None:
+    """What compare keeps of a finding (SAMPLED: its host's capture counted 1 in that many drops)."""
     if finding is None:
         return None
-    return {
+    evidence = finding["evidence"]
+    brief = {
         "key": finding["key"],
         "title": finding["title"],
         "severity": finding["severity"],
-        "rate": finding["evidence"]["rate"],
-        "count": finding["evidence"]["count"],
+        "rate": evidence["rate"],
+        "count": evidence["count"],
         "explanation": finding["explanation"],
     }
+    if sampled > 1 and evidence["basis"] == "capture":  # an estimate (a counter's delta is exact)
+        brief.update(sampled_one_in=sampled, count_margin=margin(evidence["count"], sampled),
+                     rate_margin=rate_margin(evidence["count"], evidence["rate"], sampled))  # fmt: skip
+    return brief
+
+
+def _row_side(row: JSON, side: str, item: JSON | None, sampled: int) -> None:
+    """ROW's SIDE ("before"/"after") from a drop item (None: it did not move); an estimate gets its margins."""
+    row[f"{side}_rate"] = item["rate"] if item else 0.0
+    row[f"{side}_count"] = item["count"] if item else 0
+    if item and item["kind"] == "reason" and sampled > 1:
+        row[f"{side}_count_margin"] = margin(item["count"], sampled)
+        row[f"{side}_rate_margin"] = rate_margin(item["count"], item["rate"], sampled)
 
 
 def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items: dict, after_items: dict) -> JSON:
@@ -128,22 +158,17 @@ def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items:
         result["change"] = "incomplete"
         return result
     old, new = _counted_findings(before), _counted_findings(after)
+    sampled_before, sampled_after = one_in(before.get("capture")), one_in(after.get("capture"))
     for key in sorted(set(old) | set(new)):
-        was, now = _finding_brief(old.get(key)), _finding_brief(new.get(key))
+        was, now = _finding_brief(old.get(key), sampled_before), _finding_brief(new.get(key), sampled_after)
         result["findings"][finding_change(was, now, threshold_pct)].append({"key": key, "before": was, "after": now})
     for key in sorted(set(before_items) | set(after_items)):
         was, now = before_items.get(key), after_items.get(key)
-        result["rows"].append(
-            {
-                "kind": (now or was)["kind"],
-                "name": (now or was)["name"],
-                "before_rate": was["rate"] if was else 0.0,
-                "after_rate": now["rate"] if now else 0.0,
-                "before_count": was["count"] if was else 0,
-                "after_count": now["count"] if now else 0,
-                "change_pct": _change_pct(was["rate"] if was else 0.0, now["rate"] if now else 0.0),
-            }
-        )
+        row: JSON = {"kind": (now or was)["kind"], "name": (now or was)["name"]}
+        _row_side(row, "before", was, sampled_before)
+        _row_side(row, "after", now, sampled_after)
+        row["change_pct"] = _change_pct(row["before_rate"], row["after_rate"])
+        result["rows"].append(row)
     result["rows"].sort(key=lambda row: -abs((row["after_rate"] or 0) - (row["before_rate"] or 0)))
     result["change"] = host_change(result["findings"])
     return result
@@ -232,11 +257,11 @@ def run_compare(args: argparse.Namespace) -> int:
     for host in comparison["hosts"]:
         for kind in ("new", "worse"):
             for finding in host["findings"][kind]:
-                after = finding["after"]
-                before_rate = finding["before"]["rate"] if finding["before"] else None
+                before, after = finding["before"] or {}, finding["after"]
                 print(
-                    f"  {host['host']}: {kind} {finding['key']}: {format_rate(before_rate)} → "
-                    f"{format_rate(after['rate'])} per s ({after['severity']})"
+                    f"  {host['host']}: {kind} {finding['key']}: "
+                    f"{format_rate(before.get('rate'), before.get('rate_margin'))} → "
+                    f"{format_rate(after['rate'], after.get('rate_margin'))} per s ({after['severity']})"
                 )
     print(target / "compare.json")
     print(target / "compare.html")

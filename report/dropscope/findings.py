@@ -32,7 +32,7 @@ from dropscope.deltas import GAUGE_SUFFIX, iter_counters, per_second
 from dropscope.formatting import rate_phrase
 from dropscope.knowledge_base import REASONLESS, SEVERITIES, SEVERITY_RANK, CounterRule, KnowledgeBase
 from dropscope.load import JSON
-from dropscope.sampling import margin, one_in
+from dropscope.sampling import estimate_text, one_in
 
 VERDICTS = ("ok", "warning", "problem")
 VERDICT_OF_SEVERITY = {"info": "ok", "warning": "warning", "problem": "problem"}
@@ -268,8 +268,7 @@ def _capture_phrase(reason: str | None, drops: list[JSON], duration: float | Non
     rate = f" ({rate_phrase(count / duration)})" if duration else ""
     what = reason or "drops (this capture has no drop reasons)"
     if sampled > 1:  # an estimate: its ±2σ and how it was sampled
-        spread = f"~{count:,} ± {margin(count, sampled):,}"
-        return f"kfree_skb saw {spread} {what} at {locations}{rate}, counting 1 in {sampled}"
+        return f"kfree_skb saw {estimate_text(count, sampled)} {what} at {locations}{rate}, counting 1 in {sampled}"
     return f"kfree_skb saw {count:,} {what} at {locations}{rate}"
 
 

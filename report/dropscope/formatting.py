@@ -19,12 +19,17 @@ def format_count(value: int | float | None) -> str:
     return f"{int(value):,}"
 
 
-def format_rate(value: float | None) -> str:
-    """A per-second rate for tables, with sensible precision.
+def format_rate(value: float | None, margin: float | None = None) -> str:
+    """A per-second rate for tables, with sensible precision; an estimate (MARGIN, its ±2σ, not 0) with `~`
+    and its margin.
 
     >>> [format_rate(v) for v in (None, 0, 0.004, 2.5, 98.039, 1234.5)]
     ['–', '0', '<0.01', '2.50', '98.0', '1,234']
+    >>> format_rate(413.6, 34.1), format_rate(413.6, 0.0)
+    ('~414 ± 34.1', '414')
     """
+    if margin:
+        return f"~{format_rate(value)} ± {format_rate(margin)}"
     if value is None:
         return "–"
     if value == 0:

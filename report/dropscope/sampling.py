@@ -4,8 +4,9 @@ Above its rate limit the capture module's rate guard makes bpftrace count 1 in N
 the kernel (the capture's `sample_one_in`, N), and multiplies what it counted by N. A group of true size n
 then gives k ~ Binomial(n, 1/N) samples and the estimate N·k, whose standard deviation is √(n·(N−1)).
 
-- `margin`: what the page and the findings print beside an estimate, ±2σ (19 times in 20 the true count is
-  inside), from the estimate itself.
+- `margin`: what the page, the findings, compare and check print beside an estimate, ±2σ (19 times in 20 the
+  true count is inside), from the estimate itself (`estimate_text`; `rate_margin` for its rate). Compare
+  calls a rate change within the two estimates' margins together the same (`compare.finding_change`).
 - `LEDGER_SIGMAS`: how far the ledger lets a counter's exact delta and the estimates of the groups that
   account for it differ before it calls the difference unexplained: 4σ of the counter's own delta (a row
   called unexplained by chance about 6 times in 100,000).
@@ -45,3 +46,27 @@ def margin(count: int, sampled_one_in: int) -> int:
     2745
     """
     return spread(count, sampled_one_in, 2.0)
+
+
+def estimate_text(count: int, sampled_one_in: int) -> str:
+    """COUNT as printed: an exact count as it is, an estimate with `~` and its ±2σ.
+
+    >>> estimate_text(4136, 8), estimate_text(4136, 1)
+    ('~4,136 ± 341', '4,136')
+    """
+    if sampled_one_in > 1:
+        return f"~{count:,} ± {margin(count, sampled_one_in):,}"
+    return f"{count:,}"
+
+
+def rate_margin(count: int, rate: float | None, sampled_one_in: int) -> float | None:
+    """The ±2σ of RATE, the rate of an estimate of COUNT drops (None when there is no rate; 0.0 when exact).
+
+    >>> rate_margin(4136, 413.6, 8), rate_margin(4136, 413.6, 1), rate_margin(0, 0.0, 8)
+    (34.1, 0.0, 0.0)
+    """
+    if rate is None:
+        return None
+    if sampled_one_in <= 1 or count <= 0:
+        return 0.0
+    return round(rate * margin(count, sampled_one_in) / count, 2)

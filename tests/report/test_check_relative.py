@@ -15,13 +15,15 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dropscope", *args], capture_output=True, text=True, timeout=120)
 
 
-def _night(runs_dir: Path, night: int, noport: int, *, web1_down: bool = False) -> Path:
-    """Run nightN: web1 drops NOPORT packets to a closed UDP port (or is unreachable); web2 is quiet."""
+def _night(runs_dir: Path, night: int, noport: int, *, web1_down: bool = False, sampled: int = 1) -> Path:
+    """Run nightN: web1 drops NOPORT packets to a closed UDP port (or is unreachable; SAMPLED: its capture counted
+    1 in that many); web2 is quiet."""
     if web1_down:
         web1 = make_host("web1", status="unreachable", error="ssh: timed out")
     else:
         web1 = simple_host("web1", [drop("NO_SOCKET", "__udp4_lib_rcv", noport)] if noport else [],
                            protocols={"UdpNoPorts": noport} if noport else None)  # fmt: skip
+        web1["capture"]["sample_one_in"] = sampled
     hosts = [web1, simple_host("web2")]
     return write_run(runs_dir / f"night{night}", hosts, started=f"2026-11-{night:02d}T03:05:01+00:00")
 
@@ -63,6 +65,21 @@ def test_max_ratio_fires_on_the_night_the_rate_jumps_and_not_before(tmp_path: Pa
     # Checked again later, with nights after it in the index: only the runs before it count.
     assert _check(runs_dir / "night3", RATIO).returncode == 0
     assert _check(runs_dir / "night5", RATIO).returncode == 1
+
+
+def test_max_ratio_labels_a_sampled_nights_rate_an_estimate(tmp_path: Path) -> None:
+    """The jump night's capture counted 1 in 8: the rate is held against the median as it is, and printed as
+    the estimate it is (±2σ: 2·√(400·7) = 106 drops, 10.59/s)."""
+    runs_dir = tmp_path / "runs"
+    for night, noport in enumerate((100, 110, 90, 400), start=1):
+        run_dir = _night(runs_dir, night, noport, sampled=8 if night == 4 else 1)
+        assert _run("report", str(run_dir)).returncode == 0
+    violations = [line for line in _check(run_dir, "reasons: [{reason: '*', max_ratio: 3}]").stdout.splitlines()
+                  if line.startswith("web1:")]  # fmt: skip
+    assert violations == [
+        "web1: reasons[0] reason=*: NO_SOCKET: rate ~39.96/s ± 10.59/s > 3x the median 9.99/s of the host's last "
+        "3 run(s) (4.0x) (an estimate: the capture counted 1 in 8 drops)"
+    ]
 
 
 def test_new_since_the_last_run(tmp_path: Path) -> None:

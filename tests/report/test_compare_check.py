@@ -87,6 +87,41 @@ def test_compare_threshold(runs: dict[str, Path], tmp_path: Path) -> None:
     assert same.returncode == 0 and same.stdout.startswith("same:")
 
 
+def _sampled(run_dir: Path, noport: int, sampled: int) -> Path:
+    """A run whose web1 captured NOPORT NO_SOCKET drops; its capture counted 1 in SAMPLED (estimates)."""
+    hosts = _fleet(noport)
+    hosts[0]["capture"]["sample_one_in"] = sampled
+    return write_run(run_dir, hosts)
+
+
+def test_compare_holds_a_change_within_the_estimates_error_the_same(tmp_path: Path) -> None:
+    """400 → 520 NO_SOCKET in 10.01 s is +30 % (> 20 %). Counted exactly, that is worse. Counted 1 in 8, the
+    rates are ~40.0 ± 10.6/s and ~51.9 ± 12.1/s (±2σ: 2·√(400·7) = 106, 2·√(520·7) = 121 drops): the change
+    (12.0/s) is within their margins together (√(10.6² + 12.1²) = 16.1/s), so it is the same; 400 → 700 is not."""
+    exact = _run("compare", str(_sampled(tmp_path / "e1", 400, 1)), str(_sampled(tmp_path / "e2", 520, 1)),
+                 "--output-dir", str(tmp_path / "exact"))  # fmt: skip
+    assert exact.returncode == 1 and "web1: worse NO_SOCKET: 40.0 → 51.9 per s (problem)" in exact.stdout
+    before = _sampled(tmp_path / "s1", 400, 8)
+    within = _run("compare", str(before), str(_sampled(tmp_path / "s2", 520, 8)), "--output-dir", str(tmp_path / "w"))
+    assert within.returncode == 0, within.stdout + within.stderr
+    assert within.stdout.startswith("same: 0 host(s) worse, 0 better, 3 the same")
+    web1 = next(h for h in json.loads((tmp_path / "w" / "compare.json").read_text())["hosts"] if h["host"] == "web1")
+    (same,) = web1["findings"]["same"]
+    assert {key: same["before"][key] for key in ("count", "rate", "sampled_one_in", "count_margin", "rate_margin")} \
+        == {"count": 400, "rate": 39.96, "sampled_one_in": 8, "count_margin": 106, "rate_margin": 10.59}
+    assert (same["after"]["count_margin"], same["after"]["rate_margin"]) == (121, 12.09)
+    row = next(r for r in web1["rows"] if r["name"] == "NO_SOCKET")
+    assert (row["before_count_margin"], row["after_count_margin"], row["after_rate_margin"]) == (106, 121, 12.09)
+    counter = next(r for r in web1["rows"] if r["kind"] == "counter")  # a counter's delta is exact
+    assert not {key for key in counter if "margin" in key}
+    page = (tmp_path / "w" / "compare.html").read_text()
+    assert '<td class="num">~40.0 ± 10.6</td>\n<td class="num">~51.9 ± 12.1</td>' in page  # the row, no finding
+    beyond = _run("compare", str(before), str(_sampled(tmp_path / "s3", 700, 8)), "--output-dir", str(tmp_path / "b"))
+    assert beyond.returncode == 1 and "web1: worse NO_SOCKET: ~40.0 ± 10.6 → ~69.9 ± 14.0 per s (problem)" in \
+        beyond.stdout
+    assert "~40.0 ± 10.6 → ~69.9 ± 14.0 per s." in (tmp_path / "b" / "compare.html").read_text()
+
+
 def test_compare_bad_input_exits_2(runs: dict[str, Path], tmp_path: Path) -> None:
     missing = _run("compare", str(runs["quiet"]), str(tmp_path / "nope"))
     assert missing.returncode == 2 and "not a directory" in missing.stderr
@@ -137,6 +172,19 @@ def test_check_exit_codes(runs: dict[str, Path], tmp_path: Path) -> None:
         assert _check(runs["quiet"], tmp_path / "bad", text)[0].returncode == 2, text
     verdict = _check(runs["broken"], tmp_path / "v", "verdict: problem\n")[0]
     assert verdict.returncode == 1 and "web1: verdict problem: verdict: verdict problem" in verdict.stdout
+
+
+def test_check_labels_a_sampled_captures_estimates(tmp_path: Path) -> None:
+    """The same 600 NO_SOCKET drops counted 1 in 8: the limit holds against the estimate, and the message says
+    it is one, with its ±2σ (2·√(600·7) = 130 drops, 12.99/s)."""
+    violated = _check(_sampled(tmp_path / "run", 600, 8), tmp_path / "c")[0]
+    assert violated.returncode == 1
+    assert ("web1: reasons[0] reason=*: NO_SOCKET: rate ~59.94/s ± 12.99/s > max_rate 50/s (an estimate: the capture "
+            "counted 1 in 8 drops)") in violated.stdout.splitlines()
+    limits = "reasons: [{reason: NO_SOCKET, max_count: 500}]"
+    counted = _check(_sampled(tmp_path / "run2", 600, 8), tmp_path / "d", limits)
+    assert ("web1: reasons[0] reason=NO_SOCKET: NO_SOCKET: count ~600 ± 130 > max_count 500 (an estimate: the capture "
+            "counted 1 in 8 drops)") in counted[0].stdout.splitlines()
 
 
 def test_check_junit_has_one_test_case_per_host(runs: dict[str, Path], tmp_path: Path) -> None:
