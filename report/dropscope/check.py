@@ -436,6 +436,10 @@ def prometheus_text(
             {"host": name}, verdict_value.get(host.get("verdict", "unknown"), -1))  # fmt: skip
         capture = host.get("capture") or {}
         duration = capture.get("duration_s")
+        if host.get("capture"):
+            add("dropscope_capture_sample_one_in", "gauge", "1 in how many drops the host's capture counted: 1, exact "
+                "counts; N > 1 (the rate guard), its drops and drop rates are estimates within 2*sqrt(C*(N-1)) of the "
+                "true count C 19 times in 20.", {"host": name}, one_in(capture))  # fmt: skip
         for drop in capture.get("drops") or []:
             labels = {"host": name, "reason": drop["reason"], "location": drop["location"]}
             add("dropscope_drops_total", "gauge",

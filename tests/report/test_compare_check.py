@@ -255,6 +255,11 @@ def test_prometheus_textfile(runs: dict[str, Path], tmp_path: Path) -> None:
     }
     assert deltas[("web1", "protocols", "", "UdpNoPorts")] == 600
     assert dict((lab["host"], v) for lab, v in metrics["dropscope_threshold_violations"])["web2"] == 1
+    # every capture's sampling (db1 has none); a sampled one's counts are estimates
+    sampling = {lab["host"]: v for lab, v in metrics["dropscope_capture_sample_one_in"]}
+    assert sampling == {"web1": 1, "web2": 1, HOSTILE: 1}
+    sampled = _parse_prometheus(_check(_sampled(tmp_path / "sampled", 600, 8), tmp_path / "s")[2].read_text())
+    assert {lab["host"]: v for lab, v in sampled["dropscope_capture_sample_one_in"]}["web1"] == 8
     assert metrics["dropscope_check_exit_code"] == [({}, 1.0)]
     assert metrics["dropscope_fleet_verdict"] == [({}, 2.0)]
 
