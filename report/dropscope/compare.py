@@ -29,7 +29,7 @@ from dropscope.commands import add_command, knowledge_from, run_guarded, write_a
 from dropscope.formatting import format_change, format_rate
 from dropscope.knowledge_base import SEVERITY_RANK, KnowledgeBase, KnowledgeError
 from dropscope.load import JSON, SCHEMA_VERSION, RunError
-from dropscope.sampling import margin, one_in, rate_margin
+from dropscope.sampling import estimate_fields, finding_one_in, one_in
 
 SUMMARY = "compare two runs: rates before/after per host, reason and counter; exit 1 if worse"
 EXIT_NOT_WORSE, EXIT_WORSE, EXIT_BAD_INPUT = 0, 1, 2
@@ -116,8 +116,8 @@ def _change_pct(before: float | None, after: float | None) -> float | None:
     return round(100 * (after - before) / before, 1)
 
 
-def _finding_brief(finding: JSON | None, sampled: int) -> JSON | None:
-    """What compare keeps of a finding (SAMPLED: its host's capture counted 1 in that many drops)."""
+def _finding_brief(finding: JSON | None, capture: JSON | None) -> JSON | None:
+    """What compare keeps of a finding (CAPTURE: its host's, which may have sampled)."""
     if finding is None:
         return None
     evidence = finding["evidence"]
@@ -129,9 +129,7 @@ def _finding_brief(finding: JSON | None, sampled: int) -> JSON | None:
         "count": evidence["count"],
         "explanation": finding["explanation"],
     }
-    if sampled > 1 and evidence["basis"] == "capture":  # an estimate (a counter's delta is exact)
-        brief.update(sampled_one_in=sampled, count_margin=margin(evidence["count"], sampled),
-                     rate_margin=rate_margin(evidence["count"], evidence["rate"], sampled))  # fmt: skip
+    brief.update(estimate_fields(evidence["count"], evidence["rate"], finding_one_in(finding, capture)))
     return brief
 
 
@@ -139,9 +137,9 @@ def _row_side(row: JSON, side: str, item: JSON | None, sampled: int) -> None:
     """ROW's SIDE ("before"/"after") from a drop item (None: it did not move); an estimate gets its margins."""
     row[f"{side}_rate"] = item["rate"] if item else 0.0
     row[f"{side}_count"] = item["count"] if item else 0
-    if item and item["kind"] == "reason" and sampled > 1:
-        row[f"{side}_count_margin"] = margin(item["count"], sampled)
-        row[f"{side}_rate_margin"] = rate_margin(item["count"], item["rate"], sampled)
+    if item and item["kind"] == "reason" and sampled > 1:  # a counter's delta is exact
+        estimate = estimate_fields(item["count"], item["rate"], sampled)
+        row[f"{side}_count_margin"], row[f"{side}_rate_margin"] = estimate["count_margin"], estimate["rate_margin"]
 
 
 def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items: dict, after_items: dict) -> JSON:
@@ -158,15 +156,15 @@ def compare_hosts(before: JSON, after: JSON, threshold_pct: float, before_items:
         result["change"] = "incomplete"
         return result
     old, new = _counted_findings(before), _counted_findings(after)
-    sampled_before, sampled_after = one_in(before.get("capture")), one_in(after.get("capture"))
     for key in sorted(set(old) | set(new)):
-        was, now = _finding_brief(old.get(key), sampled_before), _finding_brief(new.get(key), sampled_after)
+        was = _finding_brief(old.get(key), before.get("capture"))
+        now = _finding_brief(new.get(key), after.get("capture"))
         result["findings"][finding_change(was, now, threshold_pct)].append({"key": key, "before": was, "after": now})
     for key in sorted(set(before_items) | set(after_items)):
         was, now = before_items.get(key), after_items.get(key)
         row: JSON = {"kind": (now or was)["kind"], "name": (now or was)["name"]}
-        _row_side(row, "before", was, sampled_before)
-        _row_side(row, "after", now, sampled_after)
+        _row_side(row, "before", was, one_in(before.get("capture")))
+        _row_side(row, "after", now, one_in(after.get("capture")))
         row["change_pct"] = _change_pct(row["before_rate"], row["after_rate"])
         result["rows"].append(row)
     result["rows"].sort(key=lambda row: -abs((row["after_rate"] or 0) - (row["before_rate"] or 0)))

@@ -40,6 +40,7 @@ from dropscope.build import build_report, drop_items
 from dropscope.commands import add_command, knowledge_from
 from dropscope.knowledge_base import KnowledgeBase, KnowledgeError
 from dropscope.load import JSON, SCHEMA_VERSION, RunError, load_manifest, read_json
+from dropscope.sampling import finding_one_in
 
 INDEX_NAME = "history.sqlite"
 INDEX_SCHEMA = 1
@@ -73,7 +74,8 @@ CREATE INDEX findings_by_chunk ON findings (chunk);
 PACKED = {
     "host_runs": (("host",), "iB"),  # runs, codes: status × 8 + verdict
     "points": (("series",), "iqd"),  # runs, counts, rates (NaN: no rate)
-    "findings": (("host", "key"), "iBdq"),  # runs, codes: severity × 4 + attribution, rates (NaN: none), counts
+    # runs, codes: sampling × 16 + severity × 4 + attribution, rates (NaN: none), counts
+    "findings": (("host", "key"), "iBdq"),
 }
 PACKED_SQL = {
     "host_runs": (
@@ -99,8 +101,12 @@ ATTRIBUTIONS = ("host", "kernel-wide", "kernel")
 # A stored code (one byte) → its words.
 STATUS_OF = tuple(STATUSES[code // 8] if code // 8 < len(STATUSES) else None for code in range(256))
 VERDICT_OF = tuple(VERDICTS[code % 8] if code % 8 < len(VERDICTS) else None for code in range(256))
-SEVERITY_OF = tuple(SEVERITIES[code // 4] if code // 4 < len(SEVERITIES) else None for code in range(256))
+SEVERITY_OF = tuple(SEVERITIES[code % 16 // 4] if code % 16 // 4 < len(SEVERITIES) else None for code in range(256))
 ATTRIBUTION_OF = tuple(ATTRIBUTIONS[code % 4] if code % 4 < len(ATTRIBUTIONS) else None for code in range(256))
+# A finding's sampling (its count an estimate of 1 in N drops counted: sampling.finding_one_in) is kept as
+# log2(N), rounded up (the rate guard's N is a power of two ≤ 64), in the code's high bits: 0, exact, is
+# what indexes written before it hold.
+SAMPLED_OF = tuple(1 << (code // 16) for code in range(256))
 # Words → their codes.
 STATUS_CODE, VERDICT_CODE, SEVERITY_CODE, ATTRIBUTION_CODE = (
     {word: code for code, word in enumerate(words)} for words in (STATUSES, VERDICTS, SEVERITIES, ATTRIBUTIONS)
@@ -266,7 +272,8 @@ def host_row(host: Mapping[str, Any]) -> JSON:
         "items": [(kind, name, item["section"], item["object"], item["item"], item["count"], item["rate"])
                   for (kind, name), item in (host_items(host) if host["status"] == "ok" else {}).items()],
         "findings": [(key, f.get("title"), f["severity"], f["attribution"], f["evidence"].get("rate"),
-                      f["evidence"].get("count")) for key, f in findings.items()],
+                      f["evidence"].get("count"), finding_one_in(f, host.get("capture")))
+                     for key, f in findings.items()],
     }  # fmt: skip
 
 
@@ -340,8 +347,9 @@ def _write_rows(connection: sqlite3.Connection, name: str, rows: JSON) -> bool:
             continue
         status = _code(STATUS_CODE, host["status"], "host status") * 8 + _code(VERDICT_CODE, host["verdict"], "verdict")
         host_runs[(host_id,)] = (status,)
-        for key, title, severity, attribution, rate, count in host["findings"]:
+        for key, title, severity, attribution, rate, count, sampled in host["findings"]:
             code = _code(SEVERITY_CODE, severity, "severity") * 4 + _code(ATTRIBUTION_CODE, attribution, "attribution")
+            code += min((sampled - 1).bit_length(), 15) * 16
             findings[(host_id, key)] = (code, _nan(rate), count or 0)
             titles[key] = title
         for kind, item_name, section, obj, item, count, rate in host["items"]:
@@ -463,7 +471,7 @@ def grouped(
     - findings: (host, key, [run…], [severity…], [attribution…], [rate…], [count…])  (rate NaN: none)
 
     Not DECODED: statuses (host, [run…], [code…]) and findings (host, key, [run…], [code…], [rate…], [count…]),
-    each code the index of its words in STATUS_OF / VERDICT_OF, SEVERITY_OF / ATTRIBUTION_OF.
+    each code the index of its words in STATUS_OF / VERDICT_OF, SEVERITY_OF / ATTRIBUTION_OF (and SAMPLED_OF).
     """
     select, host_condition = READ_SQL[what]
     table = READ_TABLE[what]

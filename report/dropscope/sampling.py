@@ -70,3 +70,28 @@ def rate_margin(count: int, rate: float | None, sampled_one_in: int) -> float | 
     if sampled_one_in <= 1 or count <= 0:
         return 0.0
     return round(rate * margin(count, sampled_one_in) / count, 2)
+
+
+def finding_one_in(finding: Mapping[str, Any], capture: Mapping[str, Any] | None) -> int:
+    """1 in how many drops FINDING's count was counted: its host's CAPTURE's sampling when the finding stands on
+    the capture's drops, 1 when on counters (a counter's delta is exact).
+
+    >>> finding_one_in({"evidence": {"basis": "capture"}}, {"sample_one_in": 8})
+    8
+    >>> finding_one_in({"evidence": {"basis": "counters"}}, {"sample_one_in": 8})
+    1
+    """
+    return one_in(capture) if finding["evidence"]["basis"] == "capture" else 1
+
+
+def estimate_fields(count: int, rate: float | None, sampled_one_in: int) -> dict[str, Any]:
+    """What a brief of an estimate carries beside its count and rate (nothing for an exact count): the sampling,
+    the count's and the rate's ±2σ (`compare.finding_change` reads `rate_margin`).
+
+    >>> estimate_fields(400, 39.96, 8), estimate_fields(400, 39.96, 1)
+    ({'sampled_one_in': 8, 'count_margin': 106, 'rate_margin': 10.59}, {})
+    """
+    if sampled_one_in <= 1:
+        return {}
+    return {"sampled_one_in": sampled_one_in, "count_margin": margin(count, sampled_one_in),
+            "rate_margin": rate_margin(count, rate, sampled_one_in)}  # fmt: skip

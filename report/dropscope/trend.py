@@ -40,6 +40,7 @@ from dropscope.formatting import format_rate
 from dropscope.history import (
     ATTRIBUTION_OF,
     CHUNK,
+    SAMPLED_OF,
     SEVERITY_OF,
     STATUS_OF,
     HistoryError,
@@ -57,6 +58,7 @@ from dropscope.history import (
 )
 from dropscope.knowledge_base import SEVERITY_RANK, KnowledgeError
 from dropscope.load import JSON, SCHEMA_VERSION
+from dropscope.sampling import estimate_fields
 
 SUMMARY = "the runs over time from the run history: trend.json, trend.html; exit 1 if the newest run is worse"
 EXIT_NOT_WORSE, EXIT_WORSE, EXIT_BAD_INPUT = 0, 1, 2
@@ -226,7 +228,8 @@ def trend_document(
         def brief(at: int, key: str = key, entry: JSON = entry, codes: list = codes, rates: list = rates,
                   counts: list = counts) -> JSON:  # fmt: skip
             return {"key": key, "title": entry["title"], "severity": SEVERITY_OF[codes[at]],
-                    "attribution": ATTRIBUTION_OF[codes[at]], "rate": rates[at], "count": counts[at]}  # fmt: skip
+                    "attribution": ATTRIBUTION_OF[codes[at]], "rate": rates[at], "count": counts[at],
+                    **estimate_fields(counts[at], rates[at], SAMPLED_OF[codes[at]])}  # fmt: skip
 
         if base_id in run_ids:
             base_findings.setdefault(host, {})[key] = brief(run_ids.index(base_id))

@@ -19,11 +19,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dropscope", *args], capture_output=True, text=True, timeout=120)
 
 
-def _night(runs_dir: Path, night: int, noport: int, *, web2_down: bool = False) -> Path:
-    """Run nightN: web1 drops NOPORT packets to a closed UDP port; web2 is quiet (or unreachable); HOSTILE has a
-    little known noise every night."""
+def _night(runs_dir: Path, night: int, noport: int, *, web2_down: bool = False, sampled: int = 1) -> Path:
+    """Run nightN: web1 drops NOPORT packets to a closed UDP port (SAMPLED: its capture counted 1 in that many);
+    web2 is quiet (or unreachable); HOSTILE has a little known noise every night."""
     web1 = simple_host("web1", [drop("NO_SOCKET", "__udp4_lib_rcv", noport)] if noport else [],
                        protocols={"UdpNoPorts": noport} if noport else None)  # fmt: skip
+    web1["capture"]["sample_one_in"] = sampled
     web2 = make_host("web2", status="unreachable", error="ssh: timed out") if web2_down else simple_host("web2")
     hosts = [web1, web2, simple_host(HOSTILE, [drop("QUEUE_PURGE", "sk_stream_kill_queues", 4)])]
     return write_run(runs_dir / f"night{night}", hosts, started=f"2026-11-{night:02d}T03:05:01+00:00")
@@ -76,6 +77,21 @@ def test_trend_of_a_growing_drop(growing: Path) -> None:
     ]  # fmt: skip
     web2 = trend["hosts"][2]
     assert (web2["statuses"], web2["series"], web2["change"]) == (["ok", "unreachable", "ok", "ok"], [], "same")
+
+
+@pytest.mark.parametrize(("sampled", "exit_code", "change"), [(1, 1, "worse"), (8, 0, "same"), (5, 0, "same")])
+def test_trend_judges_sampled_runs_as_compare_does(tmp_path: Path, sampled: int, exit_code: int, change: str) -> None:
+    """400 → 520 NO_SOCKET (+30 %): worse counted exactly; counted 1 in 8, within the two estimates' margins
+    (tests/report/test_compare_check.py): the same, from the run history as from the runs. An N that is not a
+    power of two is kept rounded up (5 → 8): a margin as wide or wider."""
+    runs_dir = tmp_path / "runs"
+    for night, noport in ((1, 400), (2, 520)):
+        assert _run("report", str(_night(runs_dir, night, noport, sampled=sampled))).returncode == 0
+    compared = _run("compare", str(runs_dir / "night1"), str(runs_dir / "night2"), "--output-dir", str(tmp_path))
+    trend = _run("trend", str(runs_dir))
+    assert (compared.returncode, trend.returncode) == (exit_code, exit_code), trend.stdout + trend.stderr
+    web1 = next(host for host in json.loads((runs_dir / "trend.json").read_text())["hosts"] if host["host"] == "web1")
+    assert [(finding["key"], finding["change"]) for finding in web1["findings"]] == [("NO_SOCKET", change)]
 
 
 def test_trend_filters_and_baseline(growing: Path, tmp_path: Path) -> None:
