@@ -92,9 +92,9 @@ def finding_change(was: JSON | None, now: JSON | None, threshold_pct: float) -> 
     rank_change = SEVERITY_RANK[now["severity"]] - SEVERITY_RANK[was["severity"]]
     old_rate, new_rate = was["rate"] or 0, now["rate"] or 0
     error = math.hypot(was.get("rate_margin") or 0, now.get("rate_margin") or 0)
-    if rank_change > 0 or new_rate > old_rate * (1 + factor) and new_rate - old_rate > error:
+    if rank_change > 0 or (new_rate > old_rate * (1 + factor) and new_rate - old_rate > error):
         return "worse"
-    if rank_change < 0 or new_rate < old_rate * (1 - factor) and old_rate - new_rate > error:
+    if rank_change < 0 or (new_rate < old_rate * (1 - factor) and old_rate - new_rate > error):
         return "better"
     return "same"
 
