@@ -35,5 +35,6 @@ class ActionModule(ControllerAction):
         result.update(changed=proc.returncode == 0, rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
-            result.update(failed=True, msg="dropscope report %s failed (exit %d): %s" % (run_dir, proc.returncode, last))
+            msg = "dropscope report %s failed (exit %d): %s" % (run_dir, proc.returncode, last)
+            result.update(failed=True, msg=msg)
         return result
