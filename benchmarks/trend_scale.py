@@ -50,7 +50,8 @@ def host_document(name: str, index: int, night: int, rng: random.Random) -> dict
     rx_dropped, noports = int(rng.uniform(0, 30) * growth), int(rng.uniform(0, 50))
     findings = [
         {"key": d["reason"], "title": TITLES[d["reason"]], "severity": "problem" if d["count"] > 100 else "warning",
-         "attribution": "host", "evidence": {"rate": round(d["count"] / 10.01, 3), "count": d["count"]}}
+         "attribution": "host", "evidence": {"basis": "capture", "rate": round(d["count"] / 10.01, 3),
+                                             "count": d["count"]}}
         for d in drops[:2]
     ]  # fmt: skip
     return {

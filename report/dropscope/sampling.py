@@ -81,7 +81,7 @@ def finding_one_in(finding: Mapping[str, Any], capture: Mapping[str, Any] | None
     >>> finding_one_in({"evidence": {"basis": "counters"}}, {"sample_one_in": 8})
     1
     """
-    return one_in(capture) if finding["evidence"]["basis"] == "capture" else 1
+    return one_in(capture) if finding["evidence"].get("basis") == "capture" else 1
 
 
 def estimate_fields(count: int, rate: float | None, sampled_one_in: int) -> dict[str, Any]:
