@@ -16,6 +16,7 @@ import threading
 
 import pytest
 from conftest import lab_cli, run_playbook_injecting
+from dropscope.sampling import margin
 from dropscope_lab import traffic
 
 pytestmark = pytest.mark.lab
@@ -170,6 +171,17 @@ def test_senders_are_off_under_the_rate_guard_and_the_result_says_so(lab3, tmp_p
     finding = _finding(host, "NO_SOCKET")
     assert finding["who"]["peers"]["status"] == "off"
     assert "senders not recorded: rate guard: the lean program reads no packet headers" in finding["explanation"]
+    # dropscope check says the count it holds against a limit is an estimate, with its ±2σ (2·√(C·63))
+    estimate = sum(drop["count"] for drop in host["capture"]["drops"] if drop["reason"] == "NO_SOCKET")
+    assert estimate % 64 == 0 and estimate > 0
+    limits, prom = tmp_path / "limits.yml", tmp_path / "drops.prom"
+    limits.write_text("reasons: [{reason: NO_SOCKET, max_count: 1}]\n")
+    checked = subprocess.run([sys.executable, "-m", "dropscope", "check", str(tmp_path / "guarded"), "--thresholds",
+                              str(limits), "--prometheus", str(prom)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert (f"h3: reasons[0] reason=NO_SOCKET: NO_SOCKET: count ~{estimate:,} ± {margin(estimate, 64):,} > max_count 1 "
+            "(an estimate: the capture counted 1 in 64 drops)") in checked.stdout.splitlines()
+    assert 'dropscope_capture_sample_one_in{host="h3"} 64' in prom.read_text().splitlines()
 
 
 def test_prefix_mode_records_slash_24s(lab3, tmp_path) -> None:
