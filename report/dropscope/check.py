@@ -344,8 +344,7 @@ def check_report(report: JSON, thresholds: JSON, history: Mapping[str, Baseline]
     by_kernel: dict[str, list[JSON]] = {}
     for finding in report["fleet"].get("findings") or []:
         by_kernel.setdefault(finding["kernel"], []).append(finding)
-    durations = {h["host"]: (h.get("capture") or {}).get("duration_s") for h in report["hosts"]}
-    sampling = {h["host"]: one_in(h.get("capture")) for h in report["hosts"]}
+    captures = {h["host"]: h.get("capture") or {} for h in report["hosts"]}
     for boot_id, findings in by_kernel.items():
         counted_from = kernels.get(boot_id, {}).get("counted_from")
         violations = []
@@ -353,8 +352,8 @@ def check_report(report: JSON, thresholds: JSON, history: Mapping[str, Baseline]
             hosts = kernels.get(boot_id, {}).get("hosts") or []
             if any(_glob(name, limit["hosts"]) for name in hosts):
                 violations += _reason_violations(
-                    counted_from or "", findings, durations.get(counted_from), [{**limit, "hosts": "*"}],
-                    sampling.get(counted_from, 1),
+                    counted_from or "", findings, captures.get(counted_from, {}).get("duration_s"),
+                    [{**limit, "hosts": "*"}], one_in(captures.get(counted_from)),
                 )
         cases.append({"name": f"kernel {boot_id}", "status": "ok", "error": None, "violations": violations})
     violated = any(case["violations"] for case in cases)
