@@ -187,6 +187,28 @@ def test_check_labels_a_sampled_captures_estimates(tmp_path: Path) -> None:
             "counted 1 in 8 drops)") in counted[0].stdout.splitlines()
 
 
+@pytest.mark.parametrize(("sampled", "count"), [(1, "900"), (8, "~900 ± 159")])
+def test_check_judges_a_shared_kernels_unattributed_drops_in_a_case_of_their_own(
+    tmp_path: Path, sampled: int, count: str
+) -> None:
+    """Two hosts on one kernel whose kernel-wide capture saw 900 NO_SOCKET drops their counters do not show: no
+    host's case holds them; the kernel's case does, counted from the capture that saw them (an estimate when it
+    counted 1 in 8: 2·√(900·7) = 159)."""
+    shared = "5b0f4c3e-0000-4000-8000-00000000beef"
+    hosts = [simple_host(name, [drop("NO_SOCKET", "__udp4_lib_rcv", 900)], boot_id=shared) for name in ("c1", "c2")]
+    for host in hosts:
+        host["capture"]["sample_one_in"] = sampled
+    proc, junit, _ = _check(write_run(tmp_path / "run", hosts), tmp_path / "c",
+                            "reasons: [{reason: NO_SOCKET, max_count: 100}]")  # fmt: skip
+    assert proc.returncode == 1
+    estimated = " (an estimate: the capture counted 1 in 8 drops)" if sampled > 1 else ""
+    assert [line for line in proc.stdout.splitlines() if not line.startswith("{")] == [
+        f"kernel {shared}: reasons[0] reason=NO_SOCKET: NO_SOCKET: count {count} > max_count 100{estimated}"]
+    cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
+    assert (cases["c1"].find("failure"), cases["c2"].find("failure")) == (None, None)
+    assert cases[f"kernel {shared}"].find("failure") is not None
+
+
 def test_check_junit_has_one_test_case_per_host(runs: dict[str, Path], tmp_path: Path) -> None:
     both = write_run(tmp_path / "nightly", _fleet(600, rcvbuf=300, down=True))  # the run id is the directory name
     _, junit, _ = _check(both, tmp_path)
