@@ -28,7 +28,11 @@ import time
 from ansible_collections.dropscope.drops.plugins.module_utils.capture_window import CaptureWindow
 from ansible_collections.dropscope.drops.plugins.module_utils.kallsyms import Locator
 from ansible_collections.dropscope.drops.plugins.module_utils.kernel_btf import BTF_PATH, BtfError, read_field_offsets
-from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import DropAggregator, reason_text
+from ansible_collections.dropscope.drops.plugins.module_utils.kfree_skb import (
+    DropAggregator,
+    protocol_name,
+    reason_text,
+)
 
 # {netns} and {port} are replaced by integers (0 = no filter); nothing else is ever substituted but the
 # constant read expressions below and integers (field offsets).
@@ -373,7 +377,8 @@ def with_unitemised(entries, totals):
 
     itemised = {}
     for entry in entries:
-        itemised[totals_key(entry)] = itemised.get(totals_key(entry), 0) + entry["count"]
+        key = totals_key(entry)
+        itemised[key] = itemised.get(key, 0) + entry["count"]
     completed, unitemised = list(entries), 0
     for total in totals:
         rest = total["count"] - itemised.get(totals_key(total), 0)
@@ -583,7 +588,7 @@ def run_bpftrace_capture(capture, guard, bpftrace, duration, netns=0, port=0, re
         full = len(parsed["peers"]) >= MAP_KEYS_MAX
         ip_counted = {}  # what the peers map would hold had it room (only asked when full): IP drops by reason
         for total in counted if full else ():
-            if total["protocol"] in (2048, 34525):
+            if protocol_name(total["protocol"]) in ("IPv4", "IPv6"):
                 reason = reason_text(total["reason_id"], reasons or {})
                 ip_counted[reason] = ip_counted.get(reason, 0) + total["count"] * sample_one_in
         capture["peers"] = peer_groups(parsed["peers"], reasons or {}, mode=peers, truncated=full, counted=ip_counted)
